@@ -41,8 +41,6 @@ class FileNotReadyError(DicomServiceError):
 class DeidentificationRefusedError(DicomServiceError):
     """The engine will not de-identify this input as asked (e.g. burned-in annotation)."""
 
-    status_code = 422
-
 
 class DeidentificationVerificationError(DicomServiceError):
     """The verification pass found something identifying left in the output; nothing is released."""
