@@ -1,0 +1,224 @@
+"""Settings for the DICOM service, read once from environment variables.
+
+Two shapes: the embedded default (``DJANGO_DEBUG`` unset or true: SQLite and local files under
+``DICOM_DATA_DIR``, nothing to configure) and production (``DJANGO_DEBUG=false``), which refuses to
+start without a real secret key, allowed hosts and a de-identification key.
+Every variable is documented in ``.env.example`` and the README.
+"""
+
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from django.core.exceptions import ImproperlyConfigured
+
+from dicomsite.env import env_bool, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env_bool("DJANGO_DEBUG", True)
+DATA_DIR = Path(env_str("DICOM_DATA_DIR", str(BASE_DIR / "data"))).resolve()
+
+_EMBEDDED_SECRET = "embedded-default-secret-key-do-not-use-in-production"  # noqa: S105
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", "" if not DEBUG else _EMBEDDED_SECRET)
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+if not DEBUG:
+    if not SECRET_KEY or SECRET_KEY == _EMBEDDED_SECRET or len(SECRET_KEY) < 32:
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set to 32+ random characters in production")
+    if not ALLOWED_HOSTS:
+        raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS must name the hosts this service answers for")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_tasks",
+    "django_tasks_db",
+    "audit",
+    "dicom",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "dicomsite.urls"
+WSGI_APPLICATION = "dicomsite.wsgi.application"
+# The API answers with and without a trailing slash itself; no redirects.
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+def _database_from_url(url: str) -> dict:
+    """Turn ``postgres://user:pass@host:port/name`` or ``sqlite:///path`` into a DATABASES entry."""
+    parsed = urlparse(url)
+    conn_max_age = env_int("DJANGO_CONN_MAX_AGE", 600, minimum=0)
+    if parsed.scheme == "sqlite":
+        path = unquote(parsed.path[1:] if parsed.path.startswith("//") else parsed.path) or str(
+            DATA_DIR / "db.sqlite3"
+        )
+        return _sqlite(path)
+    if parsed.scheme in {"postgres", "postgresql", "pgsql"}:
+        return {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": unquote(parsed.path.lstrip("/")),
+            "USER": unquote(parsed.username or ""),
+            "PASSWORD": unquote(parsed.password or ""),
+            "HOST": unquote(parsed.hostname or ""),
+            "PORT": str(parsed.port or ""),
+            "CONN_MAX_AGE": conn_max_age,
+            "CONN_HEALTH_CHECKS": True,
+        }
+    raise ImproperlyConfigured(f"DATABASE_URL scheme {parsed.scheme!r} is not supported (sqlite, postgres)")
+
+
+def _sqlite(path: str) -> dict:
+    # Several uploading clients and a worker write at once: WAL lets readers go on while one writes,
+    # IMMEDIATE takes the write lock at BEGIN (a read-then-write transaction cannot upgrade its lock
+    # later, and the busy timeout does not help then), and the timeout makes writers queue.
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": path,
+        "CONN_MAX_AGE": None,
+        "OPTIONS": {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 30,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000;",
+        },
+    }
+
+
+DATABASES = {"default": _database_from_url(env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'db.sqlite3'}"))}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# Storage: local files under DICOM_DATA_DIR by default, any S3-compatible store when DICOM_STORAGE=s3.
+DICOM_STORAGE = env_str("DICOM_STORAGE", "local")
+if DICOM_STORAGE == "local":
+    _default_storage = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(DATA_DIR / "files"), "file_permissions_mode": 0o600},
+    }
+elif DICOM_STORAGE == "s3":
+    _default_storage = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env_str("DICOM_S3_BUCKET"),
+            "endpoint_url": env_str("DICOM_S3_ENDPOINT_URL") or None,
+            "region_name": env_str("DICOM_S3_REGION") or None,
+            "access_key": env_str("DICOM_S3_ACCESS_KEY_ID") or None,
+            "secret_key": env_str("DICOM_S3_SECRET_ACCESS_KEY") or None,
+            "location": env_str("DICOM_S3_PREFIX", ""),
+            "default_acl": None,
+            "file_overwrite": False,
+            "querystring_auth": True,
+        },
+    }
+    if not _default_storage["OPTIONS"]["bucket_name"]:
+        raise ImproperlyConfigured("DICOM_STORAGE=s3 needs DICOM_S3_BUCKET")
+else:
+    raise ImproperlyConfigured(f"DICOM_STORAGE must be 'local' or 's3', got {DICOM_STORAGE!r}")
+
+STORAGES = {
+    "default": _default_storage,
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"
+        if not env_bool("DJANGO_STATIC_FINDERS", False)
+        else "django.contrib.staticfiles.storage.StaticFilesStorage",
+    },
+}
+# Serve the admin's static files straight from the apps when nobody ran collectstatic (tests).
+WHITENOISE_USE_FINDERS = env_bool("DJANGO_STATIC_FINDERS", False)
+
+# Uploads: every upload goes through the hashing handler, which streams to a temporary file and
+# zeroes the preamble while receiving; nothing large is held in memory.
+FILE_UPLOAD_HANDLERS = ["dicom.uploads.HashingUploadHandler"]
+FILE_UPLOAD_TEMP_DIR = env_str("DICOM_UPLOAD_TEMP_DIR") or None
+DICOM_MAX_UPLOAD_SIZE = env_int("DICOM_MAX_UPLOAD_SIZE", 2 * 1024**3, minimum=1)
+DICOM_MAX_INFLATED_SIZE = env_int("DICOM_MAX_INFLATED_SIZE", 512 * 1024**2, minimum=1)
+DICOM_MAX_SEQUENCE_DEPTH = env_int("DICOM_MAX_SEQUENCE_DEPTH", 16, minimum=1)
+
+# De-identification: the HMAC key behind every UID, pseudonym and date shift. Keep it secret and
+# stable: changing it changes every mapping. In the embedded mode a key is created once under
+# DICOM_DATA_DIR (deid.key); production refuses to start without DICOM_DEID_KEY.
+DICOM_DEID_KEY = env_str("DICOM_DEID_KEY")
+DICOM_DEID_KEY_FILE = DATA_DIR / "deid.key"
+if not DEBUG and len(DICOM_DEID_KEY) < 32:
+    raise ImproperlyConfigured("DICOM_DEID_KEY must be set to 32+ random characters in production")
+DICOM_DEID_DEFAULT_OPTIONS = env_list("DICOM_DEID_DEFAULT_OPTIONS", [])
+DICOM_SYSTEM_USERNAME = env_str("DICOM_SYSTEM_USERNAME", "dicom-system")
+DICOM_JOB_MAX_ATTEMPTS = env_int("DICOM_JOB_MAX_ATTEMPTS", 3, minimum=1)
+
+TASKS = {
+    "default": {
+        "BACKEND": "django_tasks_db.DatabaseBackend",
+        "QUEUES": ["default"],
+    }
+}
+
+REST_FRAMEWORK = {
+    # Token first, so that a request without credentials answers 401 (with WWW-Authenticate), not 403.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "dicom.api.authentication.CachedTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "EXCEPTION_HANDLER": "dicom.api.errors.exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("DJANGO_LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+if not DEBUG:
+    SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
+    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
