@@ -1,0 +1,59 @@
+"""Input forms of the API: what a client may send, checked before any service runs."""
+
+from django.conf import settings
+from rest_framework import serializers
+
+from dicom.services.deid import OPTION_NAMES, DeidOptions
+
+_TRUE = {"true", "1"}
+_FALSE = {"false", "0"}
+
+
+class StrictBooleanField(serializers.Field):
+    """A boolean that accepts exactly ``true``, ``false``, ``1`` and ``0`` (any case)."""
+
+    default_error_messages = {"invalid": "must be one of true, false, 1, 0"}
+
+    def to_internal_value(self, data) -> bool:
+        if isinstance(data, bool):
+            return data
+        text = str(data).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        self.fail("invalid")
+
+    def to_representation(self, value):
+        return bool(value)
+
+
+class DeidOptionsSerializer(serializers.Serializer):
+    """The de-identification options; an option not sent takes the configured default."""
+
+    def get_fields(self):
+        fields = super().get_fields()
+        fields.update({name: StrictBooleanField(required=False) for name in OPTION_NAMES})
+        return fields
+
+    def validate(self, attrs):
+        chosen = set(settings.DICOM_DEID_DEFAULT_OPTIONS)
+        for name, value in attrs.items():
+            if name in OPTION_NAMES:
+                (chosen.add if value else chosen.discard)(name)
+        try:
+            attrs["options"] = DeidOptions.from_names(sorted(chosen))
+        except ValueError as error:
+            raise serializers.ValidationError(str(error)) from None
+        return attrs
+
+
+class UploadSerializer(DeidOptionsSerializer):
+    file = serializers.FileField(allow_empty_file=True, use_url=False)
+    anonymize = StrictBooleanField(required=False, default=False)
+    study_type = serializers.RegexField(
+        r"^[a-z][a-z0-9_-]{0,31}$",
+        required=False,
+        default="general",
+        error_messages={"invalid": "must be a short lowercase label (a-z, 0-9, '-', '_'; at most 32)"},
+    )

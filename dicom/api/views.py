@@ -1,0 +1,148 @@
+"""The REST API of SEED-API.md: thin views that validate input, call one service, and answer."""
+
+import uuid
+
+from django.conf import settings
+from django.http import FileResponse
+from rest_framework import viewsets
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from audit.models import AuditLog
+from audit.services import Actor, record
+from dicom.api.serializers import DeidOptionsSerializer, UploadSerializer
+from dicom.models import DicomFile
+from dicom.services import storage
+from dicom.services.anonymization import request_anonymization
+from dicom.services.errors import FileNotReadyError, InvalidDicomError
+from dicom.services.ingest import IngestRequest, file_metadata, ingest_file
+from dicom.services.selectors import get_visible_file
+from dicom.uploads import StagedUpload, too_large_error
+
+
+def _client_address(request: Request) -> str | None:
+    return request.META.get("REMOTE_ADDR") or None
+
+
+class DicomViewSet(viewsets.ViewSet):
+    """Upload, metadata, anonymize, download and status of DICOM files; every call is audited."""
+
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    audit_actions = {
+        "upload": AuditLog.Action.UPLOAD,
+        "metadata": AuditLog.Action.METADATA,
+        "anonymize": AuditLog.Action.ANONYMIZE,
+        "download": AuditLog.Action.DOWNLOAD,
+        "status": AuditLog.Action.STATUS,
+    }
+
+    def actor(self) -> Actor:
+        if not hasattr(self, "_actor"):
+            self._actor = Actor(user=self.request.user, client_address=_client_address(self.request))
+        return self._actor
+
+    def upload(self, request: Request) -> Response:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        if declared > settings.DICOM_MAX_UPLOAD_SIZE + 64 * 1024:
+            raise too_large_error()
+        serializer = UploadSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        upload = data["file"]
+        if not isinstance(upload, StagedUpload):
+            raise InvalidDicomError("the upload was not received as a file")
+        dicom_file = ingest_file(
+            request=IngestRequest(
+                staged_path=upload.path,
+                sha256=upload.sha256,
+                anonymize=data["anonymize"],
+                study_type=data["study_type"],
+                options=data["options"],
+            ),
+            actor=self.actor(),
+        )
+        self._audited = True
+        return Response(
+            {
+                "message": "DICOM file processed successfully",
+                "file_id": str(dicom_file.id),
+                "metadata": file_metadata(dicom_file),
+                "status": dicom_file.status,
+            }
+        )
+
+    def metadata(self, request: Request, file_id: str) -> Response:
+        dicom_file = self._get_file(file_id)
+        if dicom_file.status != DicomFile.Status.COMPLETED:
+            raise FileNotReadyError(f"file is {dicom_file.status}: its metadata is not available yet")
+        return Response(file_metadata(dicom_file))
+
+    def anonymize(self, request: Request, file_id: str) -> Response:
+        source = self._get_file(file_id)
+        serializer = DeidOptionsSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        derived = request_anonymization(
+            actor=self.actor(), source=source, options=serializer.validated_data["options"]
+        )
+        self._audited = True
+        return Response(
+            {
+                "message": "DICOM file queued for anonymization",
+                "original_file_id": str(source.id),
+                "anonymized_file_id": str(derived.id),
+                "status": derived.status,
+            }
+        )
+
+    def download(self, request: Request, file_id: str) -> FileResponse:
+        dicom_file = self._get_file(file_id)
+        if not dicom_file.is_ready:
+            reason = dicom_file.failure_detail if dicom_file.status == DicomFile.Status.FAILED else ""
+            raise FileNotReadyError(
+                f"file is {dicom_file.status}: nothing to download" + (f" ({reason})" if reason else "")
+            )
+        response = FileResponse(
+            storage.open_stored(dicom_file.storage_key),
+            as_attachment=True,
+            filename=f"{dicom_file.id}.dcm",
+            content_type="application/dicom",
+        )
+        if dicom_file.size is not None:
+            response["Content-Length"] = str(dicom_file.size)
+        return response
+
+    def status(self, request: Request, file_id: str) -> Response:
+        dicom_file = self._get_file(file_id)
+        body = {"status": dicom_file.status, "file_id": str(dicom_file.id)}
+        if dicom_file.status == DicomFile.Status.FAILED:
+            body["detail"] = dicom_file.failure_detail or "processing failed"
+        if dicom_file.source_id is not None:
+            body["source_file_id"] = str(dicom_file.source_id)
+        return Response(body)
+
+    def _get_file(self, file_id: str) -> DicomFile:
+        return get_visible_file(user=self.request.user, file_id=file_id)
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        action = self.audit_actions.get(getattr(self, "action", None) or "")
+        if action is not None and not getattr(self, "_audited", False):
+            failed = response.status_code >= 400
+            detail = response.data.get("detail", "") if failed and isinstance(response.data, dict) else ""
+            record(
+                actor=self.actor(),
+                action=action,
+                success=not failed,
+                file_id=_audit_file_id(kwargs.get("file_id")),
+                status_code=response.status_code,
+                reason=str(detail),
+            )
+        return response
+
+
+def _audit_file_id(raw: str | None) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(raw) if raw else None
+    except ValueError:
+        return None

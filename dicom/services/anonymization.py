@@ -1,0 +1,140 @@
+"""De-identifying stored files in the background.
+
+``request_anonymization`` creates the derived row (``processing``) and enqueues its job in one
+transaction: the job row of django-tasks-db lives in the same database, so the job exists if and
+only if the file row commits. ``run_anonymization`` is the job's body; it is idempotent, so a job
+taken up again after a crash ends with one stored output and the row ``completed`` once.
+"""
+
+import logging
+import shutil
+import uuid
+from pathlib import Path
+
+from django.db import transaction
+
+from audit.models import AuditLog
+from audit.services import Actor, record
+from dicom.models import DicomFile
+from dicom.services import storage
+from dicom.services.deid import DeidOptions, deidentify_file
+from dicom.services.errors import DicomServiceError, FileNotReadyError
+from dicom.services.ingest import apply_header
+from dicom.services.keys import deid_key
+from dicom.services.metadata import extract_metadata
+
+logger = logging.getLogger(__name__)
+
+_DETAIL_MAX = DicomFile._meta.get_field("failure_detail").max_length
+
+
+def request_anonymization(*, actor: Actor, source: DicomFile, options: DeidOptions) -> DicomFile:
+    """Create the de-identified file's row and enqueue its job; both commit or neither does.
+
+    Raises ``FileNotReadyError`` when the source has no stored content (processing or failed).
+    """
+    from dicom.tasks import anonymize_file_task
+
+    if not source.is_ready:
+        raise FileNotReadyError(
+            f"file {source.id} is {source.status}: only a completed file can be anonymized"
+        )
+    with transaction.atomic():
+        derived = DicomFile.objects.create(
+            owner=actor.user if actor.user is not None and actor.user.is_authenticated else None,
+            source=source,
+            status=DicomFile.Status.PROCESSING,
+            anonymized=True,
+            study_type=source.study_type,
+            deid_options=options.to_names(),
+        )
+        anonymize_file_task.enqueue(str(derived.id))
+        record(
+            actor=actor, action=AuditLog.Action.ANONYMIZE, success=True, file_id=derived.id, status_code=200
+        )
+    return derived
+
+
+def run_anonymization(*, file_id: uuid.UUID | str) -> str:
+    """De-identify the source of ``file_id``, store the result and mark the row; return its status.
+
+    A row that is no longer ``processing`` is left alone (the job already ran). Input problems
+    (``DicomServiceError``) end the row ``failed`` with their PHI-free detail; anything else is
+    re-raised after marking it failed with a generic detail, so the worker records the error too.
+    """
+    dicom_file = DicomFile.objects.select_related("source", "owner").filter(pk=file_id).first()
+    if dicom_file is None or dicom_file.status != DicomFile.Status.PROCESSING:
+        return dicom_file.status if dicom_file is not None else "missing"
+    key = storage.key_for(dicom_file.id)
+    try:
+        _produce(dicom_file, key)
+    except DicomServiceError as error:
+        _fail(dicom_file, error.detail)
+        return DicomFile.Status.FAILED
+    except Exception:
+        logger.exception("anonymization job for file %s failed unexpectedly", dicom_file.id)
+        storage.delete(key)
+        _fail(dicom_file, "internal error while de-identifying; see the worker's log")
+        raise
+    return DicomFile.Status.COMPLETED
+
+
+def _produce(dicom_file: DicomFile, key: str) -> None:
+    source = dicom_file.source
+    if source is None or not source.is_ready:
+        raise FileNotReadyError("the source file is gone or has no stored content")
+    options = DeidOptions.from_names(dicom_file.deid_options)
+    staged_source = storage.new_staging_path()
+    produced = storage.new_staging_path()
+    try:
+        with storage.open_stored(source.storage_key) as stored, open(staged_source, "wb") as copy:
+            shutil.copyfileobj(stored, copy, 1024 * 1024)
+        dataset, report = deidentify_file(staged_source, produced, options=options, key=deid_key())
+        apply_header(dicom_file, extract_metadata(dataset))
+        dicom_file.transfer_syntax_uid = str(dataset.file_meta.TransferSyntaxUID)
+        dicom_file.deid_report = report.to_dict()
+        stored = storage.store_staged_file(staged_path=produced, key=key)
+    finally:
+        Path(staged_source).unlink(missing_ok=True)
+        Path(produced).unlink(missing_ok=True)
+    with transaction.atomic():
+        updated = DicomFile.objects.filter(pk=dicom_file.pk, status=DicomFile.Status.PROCESSING).update(
+            status=DicomFile.Status.COMPLETED,
+            storage_key=stored.key,
+            size=stored.size,
+            sha256=stored.sha256,
+            metadata=dicom_file.metadata,
+            modality=dicom_file.modality,
+            study_instance_uid=dicom_file.study_instance_uid,
+            series_instance_uid=dicom_file.series_instance_uid,
+            sop_instance_uid=dicom_file.sop_instance_uid,
+            patient_id=dicom_file.patient_id,
+            transfer_syntax_uid=dicom_file.transfer_syntax_uid,
+            deid_report=dicom_file.deid_report,
+            failure_detail="",
+        )
+        if updated:
+            record(
+                actor=_job_actor(dicom_file), action=AuditLog.Action.JOB, success=True, file_id=dicom_file.id
+            )
+
+
+def _fail(dicom_file: DicomFile, detail: str) -> None:
+    with transaction.atomic():
+        updated = DicomFile.objects.filter(pk=dicom_file.pk, status=DicomFile.Status.PROCESSING).update(
+            status=DicomFile.Status.FAILED, failure_detail=detail[:_DETAIL_MAX]
+        )
+        if updated:
+            record(
+                actor=_job_actor(dicom_file),
+                action=AuditLog.Action.JOB,
+                success=False,
+                file_id=dicom_file.id,
+                reason=detail,
+            )
+    logger.warning("anonymization of file %s failed: %s", dicom_file.id, detail)
+
+
+def _job_actor(dicom_file: DicomFile) -> Actor:
+    # The job acts for whoever asked for it (the derived file's owner).
+    return Actor(user=dicom_file.owner)

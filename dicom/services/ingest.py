@@ -1,0 +1,116 @@
+"""Taking a received file into the service: validate once, de-identify if asked, store, record.
+
+An upload reads its bytes once on the way in (hashed and preamble-zeroed by the upload handler),
+once in the validating walk that also yields the metadata, and is renamed into storage. Its rows
+(the file and the audit entry) commit in one transaction; if that fails the stored file is removed.
+"""
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+
+from audit.services import Actor, record
+from dicom.models import DicomFile
+from dicom.services import storage
+from dicom.services.deid import DeidOptions, deidentify_file
+from dicom.services.keys import deid_key
+from dicom.services.metadata import HEADER_TAGS, extract_metadata
+from dicom.services.validation import validate_dicom_file
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IngestRequest:
+    """What a client asked for, already validated at the edge (API form, command flags)."""
+
+    staged_path: Path
+    sha256: str | None
+    anonymize: bool
+    study_type: str
+    options: DeidOptions
+
+
+def file_metadata(dicom_file: DicomFile) -> dict:
+    """The metadata object of the API: the header values plus the service's own fields."""
+    return {
+        **dicom_file.metadata,
+        "file_id": str(dicom_file.id),
+        "study_type": dicom_file.study_type,
+        "anonymized": dicom_file.anonymized,
+        "size": dicom_file.size,
+    }
+
+
+def validate_staged(path: Path):
+    return validate_dicom_file(
+        path,
+        wanted_tags=HEADER_TAGS,
+        max_inflated_size=settings.DICOM_MAX_INFLATED_SIZE,
+        max_depth=settings.DICOM_MAX_SEQUENCE_DEPTH,
+    )
+
+
+def ingest_file(*, request: IngestRequest, actor: Actor, audit_action: str = "upload") -> DicomFile:
+    """Validate, optionally de-identify, store and record one staged file; return its row.
+
+    The staged file is consumed (moved into storage, or deleted when it held an original that was
+    de-identified). Raises ``DicomServiceError`` subclasses for bad input; nothing is stored or
+    committed then. With ``anonymize`` the original never reaches storage or the database.
+    """
+    staged = Path(request.staged_path)
+    produced: Path | None = None
+    stored_key = ""
+    try:
+        validated = validate_staged(staged)
+        dicom_file = DicomFile(
+            owner=actor.user if actor.user is not None and actor.user.is_authenticated else None,
+            study_type=request.study_type,
+            status=DicomFile.Status.COMPLETED,
+            transfer_syntax_uid=validated.transfer_syntax_uid,
+        )
+        if request.anonymize:
+            produced = storage.new_staging_path()
+            dataset, report = deidentify_file(staged, produced, options=request.options, key=deid_key())
+            # The original (patient data) goes now, before anything is stored.
+            staged.unlink(missing_ok=True)
+            header = dataset
+            dicom_file.anonymized = True
+            dicom_file.deid_options = request.options.to_names()
+            dicom_file.deid_report = report.to_dict()
+            source_path, digest = produced, None
+        else:
+            header = validated.header
+            source_path, digest = staged, request.sha256
+        apply_header(dicom_file, extract_metadata(header))
+        stored = storage.store_staged_file(
+            staged_path=source_path, key=storage.key_for(dicom_file.id), sha256=digest
+        )
+        stored_key = stored.key
+        dicom_file.storage_key, dicom_file.size, dicom_file.sha256 = stored.key, stored.size, stored.sha256
+        with transaction.atomic():
+            dicom_file.save(force_insert=True)
+            record(actor=actor, action=audit_action, success=True, file_id=dicom_file.id, status_code=200)
+    except BaseException:
+        if stored_key:
+            storage.delete(stored_key)
+        raise
+    finally:
+        for leftover in (staged, produced):
+            if leftover is not None and leftover.exists():
+                os.unlink(leftover)
+    logger.info("stored file %s (%s bytes, anonymized=%s)", dicom_file.id, dicom_file.size, request.anonymize)
+    return dicom_file
+
+
+def apply_header(dicom_file: DicomFile, metadata: dict) -> None:
+    dicom_file.metadata = metadata
+    dicom_file.modality = (metadata.get("modality") or "")[:16]
+    dicom_file.study_instance_uid = metadata.get("study_instance_uid") or ""
+    dicom_file.series_instance_uid = metadata.get("series_instance_uid") or ""
+    dicom_file.sop_instance_uid = metadata.get("sop_instance_uid") or ""
+    dicom_file.patient_id = (metadata.get("patient_id") or "")[:64]

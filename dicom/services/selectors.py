@@ -1,0 +1,34 @@
+"""Reading files with the access rules applied: the API, the admin and the preview view use these."""
+
+import uuid
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db.models import Q, QuerySet
+
+from dicom.models import DicomFile
+from dicom.services.errors import FileNotFoundInServiceError
+
+
+def visible_files(*, user: AbstractBaseUser) -> QuerySet[DicomFile]:
+    """Files ``user`` may see: staff see all; others their uploads and the files derived from them."""
+    files = DicomFile.objects.all()
+    if getattr(user, "is_staff", False):
+        return files
+    return files.filter(Q(owner=user) | Q(source__owner=user) | Q(source__source__owner=user))
+
+
+def parse_file_id(raw: str) -> uuid.UUID:
+    """Turn a client's ``file_id`` into a UUID; anything that is not one is simply not found."""
+    try:
+        return uuid.UUID(str(raw))
+    except (TypeError, ValueError):
+        raise FileNotFoundInServiceError("file not found") from None
+
+
+def get_visible_file(*, user: AbstractBaseUser, file_id: str | uuid.UUID) -> DicomFile:
+    """Return the file or raise ``FileNotFoundInServiceError``, the same for missing and forbidden."""
+    parsed = file_id if isinstance(file_id, uuid.UUID) else parse_file_id(file_id)
+    try:
+        return visible_files(user=user).get(pk=parsed)
+    except DicomFile.DoesNotExist:
+        raise FileNotFoundInServiceError("file not found") from None

@@ -1,0 +1,121 @@
+"""Where DICOM bytes live: Django's default storage, under keys the service makes.
+
+Keys come from the file's UUID only (``dicom/ab/<uuid>.dcm``), never from a client's filename or a
+DICOM value. Nothing partial is ever visible under a final key: on the local filesystem a file is
+written (or received) beside its destination and renamed into place; on S3 an object appears only
+once its upload completed.
+"""
+
+import hashlib
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from django.core.files import File
+from django.core.files.storage import FileSystemStorage, default_storage
+
+_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    key: str
+    size: int
+    sha256: str
+
+
+def key_for(file_id: uuid.UUID, *, suffix: str = ".dcm") -> str:
+    text = str(file_id)
+    return f"dicom/{text[:2]}/{text}{suffix}"
+
+
+def preview_key_for(file_id: uuid.UUID, *, variant: str) -> str:
+    text = str(file_id)
+    return f"previews/{text[:2]}/{text}-{variant}.png"
+
+
+def _is_local() -> bool:
+    return isinstance(default_storage, FileSystemStorage)
+
+
+def staging_dir() -> Path:
+    """A directory for files being received or written, on the same filesystem as local storage."""
+    if _is_local():
+        path = Path(default_storage.location) / ".staging"
+    else:
+        path = Path(tempfile.gettempdir()) / "dicom-staging"
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def store_staged_file(*, staged_path: str | os.PathLike, key: str, sha256: str | None = None) -> StoredFile:
+    """Move a finished staged file to ``key`` and return what was stored.
+
+    The staged file is consumed: renamed into place locally (no copy), uploaded then removed on S3.
+    ``sha256`` is the digest computed while the file was written; it is computed here if absent.
+    """
+    staged = Path(staged_path)
+    size = staged.stat().st_size
+    digest = sha256 or sha256_of(staged)
+    if _is_local():
+        destination = Path(default_storage.path(key))
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(staged, 0o600)
+        try:
+            os.replace(staged, destination)
+        except OSError:
+            # A staging directory on another filesystem: copy beside the destination, then rename.
+            with (
+                tempfile.NamedTemporaryFile(dir=destination.parent, delete=False) as temporary,
+                open(staged, "rb") as source,
+            ):
+                shutil.copyfileobj(source, temporary, _CHUNK)
+            os.replace(temporary.name, destination)
+            staged.unlink(missing_ok=True)
+    else:
+        with open(staged, "rb") as handle:
+            saved = default_storage.save(key, File(handle))
+        staged.unlink(missing_ok=True)
+        if saved != key:
+            default_storage.delete(saved)
+            raise RuntimeError("storage refused the service's key")
+    return StoredFile(key=key, size=size, sha256=digest)
+
+
+def store_bytes(*, data: bytes, key: str) -> None:
+    """Store a small derived blob (a preview PNG) under ``key``, replacing what was there."""
+    with tempfile.NamedTemporaryFile(dir=staging_dir(), delete=False) as handle:
+        handle.write(data)
+    delete(key)
+    store_staged_file(staged_path=handle.name, key=key)
+
+
+def open_stored(key: str) -> BinaryIO:
+    return default_storage.open(key, "rb")
+
+
+def exists(key: str) -> bool:
+    return bool(key) and default_storage.exists(key)
+
+
+def delete(key: str) -> None:
+    if key:
+        default_storage.delete(key)
+
+
+def new_staging_path(*, suffix: str = ".part") -> Path:
+    handle, name = tempfile.mkstemp(dir=staging_dir(), suffix=suffix)
+    os.close(handle)
+    return Path(name)
