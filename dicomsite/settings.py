@@ -188,6 +188,7 @@ DICOM_DEID_KEY_FILE = DATA_DIR / "deid.key"
 if not DEBUG and len(DICOM_DEID_KEY) < 32:
     raise ImproperlyConfigured("DICOM_DEID_KEY must be set to 32+ random characters in production")
 DICOM_DEID_DEFAULT_OPTIONS = env_list("DICOM_DEID_DEFAULT_OPTIONS", [])
+DICOM_TOKEN_CACHE_SECONDS = env_int("DICOM_TOKEN_CACHE_SECONDS", 30, minimum=0)
 DICOM_SYSTEM_USERNAME = env_str("DICOM_SYSTEM_USERNAME", "dicom-system")
 DICOM_JOB_MAX_ATTEMPTS = env_int("DICOM_JOB_MAX_ATTEMPTS", 3, minimum=1)
 

@@ -1,0 +1,75 @@
+# The targets people type. `make run` and `make test` do all the set-up on a fresh Debian machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+PGPORT ?= 54329
+PGDIR ?= /tmp/dicom-pgtest-$(PGPORT)
+PYTEST_ARGS ?=
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+SYSTEM_PACKAGES := postgresql dcmtk chromium chromium-driver
+
+.PHONY: run test lint format migrate superuser system-deps bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.runtime: requirements.txt | $(BIN)/python
+	$(BIN)/pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@ $(VENV)/.runtime
+
+# Debian packages the suite needs: PostgreSQL (tests run on it), DCMTK (dcmdump checks our output
+# outside pydicom) and Chromium (browser tests of the admin). Installed only when missing.
+system-deps:
+	@missing=""; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v dcmdump >/dev/null 2>&1 || missing="$$missing dcmtk"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	[ -x /usr/bin/chromedriver ] || missing="$$missing chromium-driver"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+migrate: $(VENV)/.runtime
+	$(BIN)/python manage.py migrate --noinput
+
+# Web server (gunicorn) and worker (db_worker) in the foreground on SQLite and local files; Ctrl-C stops both.
+run: $(VENV)/.runtime
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py collectstatic --noinput -v 0
+	PORT=$(PORT) BIN=$(BIN) scripts/run.sh
+
+superuser: $(VENV)/.runtime
+	$(BIN)/python manage.py createsuperuser
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	DJANGO_STATIC_FINDERS=1 $(BIN)/python manage.py makemigrations --check --dry-run
+
+format: $(VENV)/.dev
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+# The whole suite on a throwaway PostgreSQL on loopback, started and stopped here.
+test: system-deps $(VENV)/.dev
+	$(MAKE) --no-print-directory lint
+	scripts/pg_test.sh start $(PGDIR) $(PGPORT)
+	status=0; \
+	DATABASE_URL=postgres://postgres@127.0.0.1:$(PGPORT)/dicom DJANGO_STATIC_FINDERS=1 \
+	  DICOM_DATA_DIR=$(PGDIR)-data $(BIN)/pytest $(PYTEST_ARGS) || status=$$?; \
+	scripts/pg_test.sh stop $(PGDIR); rm -rf $(PGDIR)-data; \
+	exit $$status
+
+bench: $(VENV)/.dev
+	for script in benchmarks/bench_*.py; do $(BIN)/python $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) staticfiles

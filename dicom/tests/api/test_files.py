@@ -1,0 +1,241 @@
+import uuid
+
+import pytest
+from django.core.management import call_command
+from django_tasks_db.models import DBTaskResult
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+
+from audit.models import AuditLog
+from dicom.models import DicomFile
+from dicom.services.anonymization import run_anonymization
+
+pytestmark = pytest.mark.django_db
+
+CT_SMALL = get_testdata_file("CT_small.dcm")
+MR_SMALL = get_testdata_file("MR_small.dcm")
+
+
+def upload(client, path=CT_SMALL, **fields) -> str:
+    with open(path, "rb") as handle:
+        response = client.post("/api/dicom/upload", {"file": handle, **fields}, format="multipart")
+    assert response.status_code == 200, response.content
+    return response.json()["file_id"]
+
+
+def run_worker() -> None:
+    call_command("db_worker", "--batch", "--no-startup-delay", "--no-reload", "--interval", "0")
+
+
+@pytest.mark.parametrize("suffix", ["", "/"])
+@pytest.mark.parametrize("endpoint", ["metadata", "download", "status"])
+def test_get_endpoints_answer_with_and_without_trailing_slash(api, endpoint, suffix):
+    file_id = upload(api)
+    response = api.get(f"/api/dicom/{endpoint}/{file_id}{suffix}")
+    assert response.status_code == 200
+
+
+def test_metadata_is_flat_with_iso_dates_and_nulls(api):
+    file_id = upload(api, MR_SMALL, study_type="mri")
+    body = api.get(f"/api/dicom/metadata/{file_id}").json()
+    for key in (
+        "patient_id",
+        "patient_name",
+        "patient_birth_date",
+        "patient_sex",
+        "patient_age",
+        "study_date",
+        "study_time",
+        "study_description",
+        "accession_number",
+        "modality",
+        "study_instance_uid",
+        "series_instance_uid",
+        "sop_instance_uid",
+        "sop_class_uid",
+        "transfer_syntax_uid",
+        "rows",
+        "columns",
+        "number_of_frames",
+        "manufacturer",
+        "institution_name",
+        "body_part_examined",
+        "file_id",
+        "study_type",
+        "anonymized",
+        "size",
+    ):
+        assert key in body
+    assert not any(isinstance(value, dict) for value in body.values())
+    assert body["modality"] == "MR"
+    assert body["study_type"] == "mri"
+    assert body["number_of_frames"] == 1
+    assert body["study_date"] is None or len(body["study_date"]) == 10
+    assert body["accession_number"] is None or isinstance(body["accession_number"], str)
+
+
+def test_status_of_an_upload(api):
+    file_id = upload(api)
+    response = api.get(f"/api/dicom/status/{file_id}")
+    assert response.json() == {"status": "completed", "file_id": file_id}
+
+
+def test_download_streams_the_stored_file_with_a_safe_filename(api):
+    file_id = upload(api)
+    response = api.get(f"/api/dicom/download/{file_id}")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/dicom"
+    assert response["Content-Disposition"] == f'attachment; filename="{file_id}.dcm"'
+    content = b"".join(response.streaming_content)
+    assert content[:128] == bytes(128)
+    assert content[128:132] == b"DICM"
+    assert int(response["Content-Length"]) == len(content)
+
+
+@pytest.mark.parametrize("endpoint", ["metadata", "download", "status"])
+@pytest.mark.parametrize("file_id", ["not-a-uuid", "12345", str(uuid.uuid4())])
+def test_unknown_or_malformed_ids_are_a_json_404(api, user, endpoint, file_id):
+    response = api.get(f"/api/dicom/{endpoint}/{file_id}")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "file not found"}
+    audit = AuditLog.objects.get()
+    assert (audit.action, audit.success, audit.status_code, audit.user) == (endpoint, False, 404, user)
+
+
+def test_anonymize_of_a_malformed_id_is_a_json_404(api):
+    response = api.post("/api/dicom/anonymize/nope")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "file not found"}
+    assert DBTaskResult.objects.count() == 0
+
+
+@pytest.mark.parametrize("endpoint", ["metadata", "download", "status"])
+def test_another_users_file_is_not_found_but_staff_see_it(api, other_api, staff_api, endpoint):
+    file_id = upload(api)
+    hidden = other_api.get(f"/api/dicom/{endpoint}/{file_id}")
+    assert hidden.status_code == 404
+    assert hidden.json() == {"detail": "file not found"}
+    assert staff_api.get(f"/api/dicom/{endpoint}/{file_id}").status_code == 200
+
+
+def test_another_user_cannot_anonymize_my_file(api, other_api):
+    file_id = upload(api)
+    response = other_api.post(f"/api/dicom/anonymize/{file_id}")
+    assert response.status_code == 404
+    assert DicomFile.objects.count() == 1
+    assert DBTaskResult.objects.count() == 0
+
+
+def test_anonymize_queues_a_job_that_the_worker_completes(api, user):
+    file_id = upload(api)
+
+    response = api.post(f"/api/dicom/anonymize/{file_id}")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"message", "original_file_id", "anonymized_file_id", "status"}
+    assert body["message"] == "DICOM file queued for anonymization"
+    assert body["original_file_id"] == file_id
+    assert body["status"] == "processing"
+    derived_id = body["anonymized_file_id"]
+    assert DBTaskResult.objects.filter(args_kwargs__args=[derived_id]).count() == 1
+    assert api.get(f"/api/dicom/status/{derived_id}").json() == {
+        "status": "processing",
+        "file_id": derived_id,
+        "source_file_id": file_id,
+    }
+    pending = api.get(f"/api/dicom/download/{derived_id}")
+    assert pending.status_code == 409
+    assert "processing" in pending.json()["detail"]
+
+    run_worker()
+
+    status = api.get(f"/api/dicom/status/{derived_id}").json()
+    assert status["status"] == "completed"
+    derived = DicomFile.objects.get(pk=derived_id)
+    assert derived.source_id == uuid.UUID(file_id)
+    assert derived.owner == user and derived.anonymized
+    downloaded = b"".join(api.get(f"/api/dicom/download/{derived_id}").streaming_content)
+    assert b"CompressedSamples" not in downloaded
+    metadata = api.get(f"/api/dicom/metadata/{derived_id}").json()
+    assert metadata["anonymized"] is True
+    assert metadata["patient_name"] != "CompressedSamples^CT1"
+    actions = list(AuditLog.objects.filter(file_id=derived_id).values_list("action", "success"))
+    assert ("anonymize", True) in actions and ("job", True) in actions
+
+
+def test_anonymize_accepts_options_as_json(api):
+    file_id = upload(api)
+    response = api.post(f"/api/dicom/anonymize/{file_id}", {"retain_full_dates": True}, format="json")
+    assert response.status_code == 200
+    derived = DicomFile.objects.get(pk=response.json()["anonymized_file_id"])
+    assert derived.deid_options == ["retain_full_dates"]
+    run_worker()
+    derived.refresh_from_db()
+    assert derived.metadata["study_date"] == "2004-01-19"
+
+
+def test_anonymize_rejects_bad_options_and_queues_nothing(api):
+    file_id = upload(api)
+    response = api.post(f"/api/dicom/anonymize/{file_id}", {"retain_uids": "perhaps"}, format="json")
+    assert response.status_code == 400
+    assert "retain_uids" in response.json()["detail"]
+    assert DicomFile.objects.count() == 1
+    assert DBTaskResult.objects.count() == 0
+
+
+def test_a_failing_job_marks_the_file_failed_with_a_detail(api, tmp_path):
+    dataset = dcmread(CT_SMALL)
+    dataset.BurnedInAnnotation = "YES"
+    path = tmp_path / "burned.dcm"
+    dataset.save_as(path, enforce_file_format=True)
+    file_id = upload(api, path)
+    derived_id = api.post(f"/api/dicom/anonymize/{file_id}").json()["anonymized_file_id"]
+
+    run_worker()
+
+    status = api.get(f"/api/dicom/status/{derived_id}").json()
+    assert status["status"] == "failed"
+    assert "burned" in status["detail"].lower()
+    download = api.get(f"/api/dicom/download/{derived_id}")
+    assert download.status_code == 409
+    assert "failed" in download.json()["detail"]
+    assert not DicomFile.objects.get(pk=derived_id).storage_key
+    failure = AuditLog.objects.get(file_id=derived_id, action="job")
+    assert failure.success is False and "burned" in failure.reason.lower()
+
+
+def test_a_job_that_already_ran_does_nothing_more(api):
+    file_id = upload(api)
+    derived_id = api.post(f"/api/dicom/anonymize/{file_id}").json()["anonymized_file_id"]
+    run_worker()
+    derived = DicomFile.objects.get(pk=derived_id)
+
+    assert run_anonymization(file_id=derived_id) == "completed"
+    again = DicomFile.objects.get(pk=derived_id)
+    assert again.updated_at == derived.updated_at
+    assert AuditLog.objects.filter(file_id=derived_id, action="job").count() == 1
+
+
+def test_anonymizing_a_processing_file_is_refused(api):
+    file_id = upload(api)
+    derived_id = api.post(f"/api/dicom/anonymize/{file_id}").json()["anonymized_file_id"]
+    response = api.post(f"/api/dicom/anonymize/{derived_id}")
+    assert response.status_code == 409
+    assert "processing" in response.json()["detail"]
+
+
+def test_every_action_is_audited_without_patient_data(api, user):
+    file_id = upload(api)
+    api.get(f"/api/dicom/metadata/{file_id}")
+    api.get(f"/api/dicom/status/{file_id}")
+    b"".join(api.get(f"/api/dicom/download/{file_id}").streaming_content)
+    api.post(f"/api/dicom/anonymize/{file_id}")
+
+    rows = AuditLog.objects.filter(file_id=file_id).order_by("id")
+    assert [row.action for row in rows] == ["upload", "metadata", "status", "download"]
+    assert all(row.success and row.user == user and row.username == "alice" for row in rows)
+    assert all(row.client_address == "127.0.0.1" for row in rows)
+    assert AuditLog.objects.filter(action="anonymize", success=True).count() == 1
+    dump = " ".join(f"{row.reason} {row.username}" for row in AuditLog.objects.all())
+    assert "CompressedSamples" not in dump

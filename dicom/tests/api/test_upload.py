@@ -1,0 +1,242 @@
+import hashlib
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+
+from audit.models import AuditLog
+from dicom.models import DicomFile
+from dicom.tests.services import dicom_builders
+
+pytestmark = pytest.mark.django_db
+
+CT_SMALL = get_testdata_file("CT_small.dcm")
+
+
+def stored_files(root: Path) -> list[Path]:
+    """Every file under storage, the staging area included (it must be empty between requests)."""
+    return [path for path in root.rglob("*") if path.is_file()] if root.exists() else []
+
+
+def upload(client, path, **fields):
+    with open(path, "rb") as handle:
+        return client.post("/api/dicom/upload", {"file": handle, **fields}, format="multipart")
+
+
+def test_upload_stores_the_file_and_answers_the_documented_shape(api, user, storage_root):
+    response = upload(api, CT_SMALL, study_type="ct")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"message", "file_id", "metadata", "status"}
+    assert body["message"] == "DICOM file processed successfully"
+    assert body["status"] == "completed"
+    metadata = body["metadata"]
+    assert metadata["file_id"] == body["file_id"]
+    assert metadata["modality"] == "CT"
+    assert metadata["study_type"] == "ct"
+    assert metadata["anonymized"] is False
+    assert metadata["patient_name"] == "CompressedSamples^CT1"
+    assert metadata["study_date"] == "2004-01-19"
+    assert metadata["rows"] == 128 and metadata["columns"] == 128
+    assert metadata["transfer_syntax_uid"] == "1.2.840.10008.1.2.1"
+
+    dicom_file = DicomFile.objects.get(pk=body["file_id"])
+    assert dicom_file.owner == user
+    original = Path(CT_SMALL).read_bytes()
+    stored = (storage_root / dicom_file.storage_key).read_bytes()
+    # Byte for byte after a zeroed preamble, and the recorded hash is the stored file's.
+    assert stored[:128] == bytes(128)
+    assert stored[128:] == original[128:]
+    assert dicom_file.sha256 == hashlib.sha256(stored).hexdigest()
+    assert dicom_file.size == len(original)
+    # The key is made by the service from the id, never from the client's filename.
+    assert dicom_file.storage_key == f"dicom/{body['file_id'][:2]}/{body['file_id']}.dcm"
+    assert stored_files(storage_root) == [storage_root / dicom_file.storage_key]
+
+
+def test_upload_answers_with_a_trailing_slash_too(api):
+    with open(CT_SMALL, "rb") as handle:
+        response = api.post("/api/dicom/upload/", {"file": handle}, format="multipart")
+    assert response.status_code == 200
+    assert response.json()["metadata"]["study_type"] == "general"
+
+
+def test_upload_metadata_is_the_metadata_endpoints_object(api):
+    body = upload(api, CT_SMALL).json()
+    response = api.get(f"/api/dicom/metadata/{body['file_id']}")
+    assert response.status_code == 200
+    assert response.json() == body["metadata"]
+
+
+def test_upload_with_anonymize_stores_no_original_patient_data(api, storage_root):
+    original = dcmread(CT_SMALL)
+    identifying = [
+        str(original.PatientName).encode(),
+        original.PatientID.encode(),
+        original.StudyInstanceUID.encode(),
+        original.SOPInstanceUID.encode(),
+    ]
+
+    response = upload(api, CT_SMALL, anonymize="true")
+
+    assert response.status_code == 200
+    metadata = response.json()["metadata"]
+    assert metadata["anonymized"] is True
+    assert metadata["patient_name"] != str(original.PatientName)
+    assert metadata["patient_id"] != original.PatientID
+    assert metadata["study_instance_uid"].startswith("2.25.")
+    files = stored_files(storage_root)
+    assert len(files) == 1
+    content = files[0].read_bytes()
+    for value in identifying:
+        assert value not in content
+    dataset = dcmread(files[0])
+    assert dataset.PatientIdentityRemoved == "YES"
+    assert dataset.file_meta.MediaStorageSOPInstanceUID == dataset.SOPInstanceUID
+    row = DicomFile.objects.get()
+    assert original.PatientID not in str(row.metadata)
+    assert row.anonymized is True and row.deid_report["options"] == []
+
+
+def test_two_uploads_of_one_study_share_the_new_study_uid(api):
+    first = upload(api, CT_SMALL, anonymize="1").json()["metadata"]
+    second = upload(api, CT_SMALL, anonymize="1").json()["metadata"]
+    assert first["study_instance_uid"] == second["study_instance_uid"]
+    assert first["series_instance_uid"] == second["series_instance_uid"]
+    assert first["file_id"] != second["file_id"]
+
+
+def test_upload_with_a_deid_option_applies_it(api):
+    response = upload(api, CT_SMALL, anonymize="true", retain_full_dates="true")
+    assert response.status_code == 200
+    assert response.json()["metadata"]["study_date"] == "2004-01-19"
+    assert DicomFile.objects.get().deid_options == ["retain_full_dates"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "fragment"),
+    [
+        ({"anonymize": "yes"}, "anonymize"),
+        ({"anonymize": "maybe"}, "anonymize"),
+        ({"study_type": "CT Scan"}, "study_type"),
+        ({"study_type": "x" * 40}, "study_type"),
+        ({"retain_full_dates": "sure"}, "retain_full_dates"),
+        (
+            {"anonymize": "true", "retain_full_dates": "true", "retain_modified_dates": "true"},
+            "retain",
+        ),
+    ],
+)
+def test_upload_rejects_bad_fields_with_a_string_detail(api, storage_root, fields, fragment):
+    response = upload(api, CT_SMALL, **fields)
+    assert response.status_code == 400
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and fragment in detail
+    assert DicomFile.objects.count() == 0
+    assert stored_files(storage_root) == []
+
+
+def test_upload_without_a_file_is_a_400(api):
+    response = api.post("/api/dicom/upload", {"study_type": "ct"}, format="multipart")
+    assert response.status_code == 400
+    assert "file" in response.json()["detail"]
+
+
+def _bad_input(kind: str, tmp_path: Path) -> Path:
+    path = tmp_path / f"{kind}.dcm"
+    if kind == "not-dicom":
+        path.write_text("Patient: not a DICOM file at all\n" * 20)
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "preamble-only":
+        path.write_bytes(bytes(128))
+    elif kind == "preamble-and-prefix":
+        path.write_bytes(bytes(128) + b"DICM")
+    elif kind == "truncated-mr":
+        path = Path(get_testdata_file("MR_truncated.dcm"))
+    elif kind == "truncated-rtplan":
+        path = Path(get_testdata_file("rtplan_truncated.dcm"))
+    elif kind == "cut-in-pixel-data":
+        dicom_builders.truncate_copy(CT_SMALL, path, Path(CT_SMALL).stat().st_size - 1000)
+    elif kind == "cut-at-a-third":
+        dicom_builders.truncate_copy(CT_SMALL, path, Path(CT_SMALL).stat().st_size // 3)
+    elif kind == "deep-nesting":
+        dicom_builders.write_deeply_nested(path, 5000)
+    elif kind == "deflate-bomb":
+        dicom_builders.write_deflate_bomb(path, 600 * 1024 * 1024)
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "not-dicom",
+        "empty",
+        "preamble-only",
+        "preamble-and-prefix",
+        "truncated-mr",
+        "truncated-rtplan",
+        "cut-in-pixel-data",
+        "cut-at-a-third",
+        "deep-nesting",
+        "deflate-bomb",
+    ],
+)
+@pytest.mark.parametrize("anonymize", ["false", "true"])
+def test_bad_dicom_is_a_400_and_leaves_nothing_behind(api, user, storage_root, tmp_path, kind, anonymize):
+    response = upload(api, _bad_input(kind, tmp_path), anonymize=anonymize)
+
+    assert response.status_code == 400, response.content
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and detail
+    assert DicomFile.objects.count() == 0
+    assert stored_files(storage_root) == []
+    audit = AuditLog.objects.get()
+    assert (audit.action, audit.success, audit.user, audit.status_code) == ("upload", False, user, 400)
+    assert audit.reason == detail[:255]
+
+
+def test_upload_over_the_size_limit_is_a_413(api, settings, storage_root):
+    settings.DICOM_MAX_UPLOAD_SIZE = 10_000
+    response = upload(api, CT_SMALL)
+    assert response.status_code == 413
+    assert "10000 bytes" in response.json()["detail"]
+    assert DicomFile.objects.count() == 0
+    assert stored_files(storage_root) == []
+
+
+def test_burned_in_annotation_is_refused_unless_accepted(api, tmp_path):
+    dataset = dcmread(CT_SMALL)
+    dataset.BurnedInAnnotation = "YES"
+    path = tmp_path / "burned.dcm"
+    dataset.save_as(path, enforce_file_format=True)
+
+    refused = upload(api, path, anonymize="true")
+    accepted = upload(api, path, anonymize="true", accept_burned_in_annotation="true")
+
+    assert refused.status_code == 400
+    assert "burned" in refused.json()["detail"].lower()
+    assert accepted.status_code == 200
+    assert DicomFile.objects.count() == 1
+
+
+def test_upload_requires_credentials(client, storage_root):
+    with open(CT_SMALL, "rb") as handle:
+        response = client.post("/api/dicom/upload", {"file": handle})
+    assert response.status_code == 401
+    assert set(response.json()) == {"detail"}
+    assert response.headers["WWW-Authenticate"].startswith("Token")
+    assert DicomFile.objects.count() == 0
+    assert stored_files(storage_root) == []
+    audit = AuditLog.objects.get()
+    assert (audit.action, audit.success, audit.status_code, audit.user) == ("upload", False, 401, None)
+
+
+def test_a_wrong_token_is_a_401(client):
+    response = client.get(
+        "/api/dicom/status/00000000-0000-0000-0000-000000000000", HTTP_AUTHORIZATION="Token not-a-real-key"
+    )
+    assert response.status_code == 401
+    assert set(response.json()) == {"detail"}

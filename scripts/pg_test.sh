@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL on loopback for the test suite: `pg_test.sh start DIR PORT` / `stop DIR`.
+# Runs the server as the `postgres` system user when invoked as root (PostgreSQL refuses root).
+set -euo pipefail
+action=$1
+dir=$2
+port=${3:-54329}
+bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+[ -n "$bindir" ] || { echo "PostgreSQL server binaries not found (apt-get install postgresql)" >&2; exit 1; }
+
+as_owner() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+case "$action" in
+  start)
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    [ "$(id -u)" = 0 ] && chown postgres:postgres "$dir"
+    as_owner "$bindir/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 >"$dir/initdb.log" 2>&1 \
+      || { cat "$dir/initdb.log" >&2; exit 1; }
+    as_owner "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+      -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=100" \
+      start >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
+    echo "PostgreSQL listening on 127.0.0.1:$port (data in $dir)"
+    ;;
+  stop)
+    if [ -d "$dir/data" ]; then
+      as_owner "$bindir/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+    fi
+    rm -rf "$dir"
+    ;;
+  *)
+    echo "usage: $0 start|stop DIR [PORT]" >&2
+    exit 2
+    ;;
+esac
