@@ -9,6 +9,7 @@ what is wrong with the file, never a value from it.
 import io
 import logging
 import os
+import struct
 from typing import BinaryIO
 
 import numpy as np
@@ -31,6 +32,10 @@ from dicom.services.errors import DicomServiceError
 logger = logging.getLogger(__name__)
 
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+# (7FE0,0010), (7FE0,0008), (7FE0,0009) as they appear on disk, little and big endian.
+_PIXEL_DATA_TAG_BYTES = tuple(
+    struct.pack(f"{order}HH", 0x7FE0, element) for element in (0x0010, 0x0008, 0x0009) for order in "<>"
+)
 _REQUIRED_IMAGE_PIXEL = ("Rows", "Columns", "BitsAllocated", "SamplesPerPixel", "PhotometricInterpretation")
 _MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 _YBR_FULL = ("YBR_FULL", "YBR_FULL_422")
@@ -125,31 +130,63 @@ def render_placeholder_png(text: str, *, size: int = 256) -> bytes:
 
 
 def _read_dataset(source: str | os.PathLike | BinaryIO) -> Dataset:
+    """Read the whole dataset; raise NoPixelDataError when it has no pixel data element."""
     # The reasons below never quote the path: file names in PACS exports often carry patient names.
     try:
         if hasattr(source, "read"):
-            return dcmread(source)
+            return _read_image_dataset(source)
         with open(source, "rb") as fp:
-            return dcmread(fp)
+            return _read_image_dataset(fp)
     except FileNotFoundError as exc:
         raise RenderError("the file does not exist") from exc
     except IsADirectoryError as exc:
         raise RenderError("the path is a directory, not a file") from exc
     except PermissionError as exc:
         raise RenderError("the file cannot be read (permission denied)") from exc
+
+
+def _read_image_dataset(fp: BinaryIO) -> Dataset:
+    start = fp.tell()
+    try:
+        ds = dcmread(fp)
     except InvalidDicomError as exc:
         raise RenderError("not a DICOM file (no DICOM file meta information)") from exc
     except Exception as exc:
         raise RenderError(
             f"the file is not readable as DICOM (truncated or malformed header: {type(exc).__name__})"
         ) from exc
+    if any(keyword in ds for keyword in _PIXEL_KEYWORDS):
+        return ds
+
+    # pydicom reads a file cut short inside encapsulated pixel data with only a warning, and drops the
+    # element (or everything it had read), so "no pixel data" must be checked against the bytes.
+    fp.seek(start)
+    if _contains_pixel_data_tag(fp):
+        raise RenderError("pixel data is truncated (the file ends inside its pixel data element)")
+    # A short read inside the header is silent too: an image SOP class or image attributes without pixel
+    # data is taken for a cut-short file. Files cut before either is read still pass for "no image".
+    sop_class_name = _sop_class_name(ds)
+    if "Image Storage" in sop_class_name or all(key in ds for key in ("Rows", "Columns", "BitsAllocated")):
+        raise RenderError("pixel data is missing: the dataset describes an image but the file ends before it")
+    if len(ds) == 0:
+        raise RenderError("the file is not readable as DICOM (its dataset is empty or cut short)")
+    raise NoPixelDataError(f"this file has no image (SOP class: {sop_class_name})")
+
+
+def _contains_pixel_data_tag(fp: BinaryIO) -> bool:
+    overlap = max(len(tag) for tag in _PIXEL_DATA_TAG_BYTES) - 1
+    tail = b""
+    while chunk := fp.read(1 << 20):
+        window = tail + chunk
+        if any(tag in window for tag in _PIXEL_DATA_TAG_BYTES):
+            return True
+        tail = window[-overlap:]
+    return False
 
 
 def _decode_first_frame(ds: Dataset) -> tuple[np.ndarray, str]:
     """Return frame 0 and the photometric interpretation of the decoded array (not of the file)."""
-    keyword = next((kw for kw in _PIXEL_KEYWORDS if kw in ds), None)
-    if keyword is None:
-        raise NoPixelDataError(f"this file has no image (SOP class: {_sop_class_name(ds)})")
+    keyword = next(kw for kw in _PIXEL_KEYWORDS if kw in ds)
 
     missing = [keyword for keyword in _REQUIRED_IMAGE_PIXEL if ds.get(keyword) in (None, "")]
     if missing:
