@@ -425,8 +425,14 @@ class _DatasetWalk:
         )
 
     def check_pixel_data(self) -> None:
-        """Native pixel data must hold every frame the geometry declares; the last check of the walk."""
+        """Image attributes need pixel data, and native pixel data must hold every frame they declare."""
         if self.pixel is None:
+            # An image whose pixel data is missing is most often an upload cut at an element boundary.
+            if {ROWS, COLUMNS, BITS_ALLOCATED} <= self.geometry.keys():
+                raise InvalidDicomError(
+                    "truncated: the dataset describes an image (Rows, Columns, Bits Allocated) "
+                    "but has no pixel data"
+                )
             return
         tag, length, encapsulated = self.pixel
         if encapsulated:
@@ -524,12 +530,13 @@ def _inflate(buf: mmap.mmap, start: int, max_inflated_size: int) -> bytes | mmap
     try:
         while not inflater.eof:
             data = inflater.unconsumed_tail
-            if not data:
-                if pos >= end:
-                    raise InvalidDicomError("truncated: the deflated dataset ends before its final block")
+            if not data and pos < end:
                 data = buf[pos : pos + INFLATE_READ_CHUNK]
                 pos += len(data)
+            # Bounded output per call; with no input left this drains what the inflater still holds.
             out = inflater.decompress(data, INFLATE_OUTPUT_CHUNK)
+            if not out and not data and not inflater.eof:
+                raise InvalidDicomError("truncated: the deflated dataset ends before its final block")
             total += len(out)
             if total > max_inflated_size:
                 raise FileTooLargeError(f"deflated dataset inflates beyond {max_inflated_size} bytes")
