@@ -1,0 +1,201 @@
+"""Facts about attributes and values shared by the engine, the fingerprint and the verification pass.
+
+These are data and matching rules, not a walk: the engine and the verifier each walk datasets their
+own way and only agree here on what an identifying string, a text value and a remappable UID are.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from pydicom._uid_dict import UID_dictionary
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+
+# Value representations whose values are free or coded text a person could type a name into.
+TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "PN", "UC"})
+STRING_VRS = TEXT_VRS | frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "TM", "UI", "UR"})
+BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN", "OB or OW", "US or OW", "US or SS or OW"})
+DATE_VRS = frozenset({"DA", "DT"})
+
+# UI attributes that name a class, a syntax or a scheme rather than an instance: never remapped.
+# Any attribute whose keyword ends in "ClassUID" is also one of these.
+NON_INSTANCE_UID_KEYWORDS = frozenset(
+    {
+        "TransferSyntaxUID",
+        "ReferencedTransferSyntaxUIDInFile",
+        "EncryptedContentTransferSyntaxUID",
+        "SelectedTransferSyntaxUID",
+        "CodingSchemeUID",
+        "ContextGroupExtensionCreatorUID",
+        "MappingResourceUID",
+        "TemplateExtensionOrganizationUID",
+        "TemplateExtensionCreatorUID",
+        "PrivateInformationCreatorUID",
+        "RelatedGeneralSOPClassUID",
+        "ImplementationClassUID",
+        "InstanceCreatorUID",
+        "DimensionOrganizationUID",
+    }
+)
+
+# Attributes whose values are identifying wherever they occur (besides every PN and every date).
+IDENTIFYING_KEYWORDS = (
+    "PatientID",
+    "OtherPatientIDs",
+    "PatientBirthDate",
+    "PatientAddress",
+    "PatientTelephoneNumbers",
+    "MedicalRecordLocator",
+    "AccessionNumber",
+    "StudyID",
+    "AdmissionID",
+    "RequestedProcedureID",
+    "PerformedProcedureStepID",
+    "ScheduledProcedureStepID",
+    "PlacerOrderNumberImagingServiceRequest",
+    "FillerOrderNumberImagingServiceRequest",
+    "InstitutionName",
+    "InstitutionAddress",
+    "InstitutionalDepartmentName",
+    "ReferringPhysicianAddress",
+    "ReferringPhysicianTelephoneNumbers",
+    "PersonAddress",
+    "PersonTelephoneNumbers",
+    "RegionOfResidence",
+    "StationName",
+    "DeviceSerialNumber",
+    "MilitaryRank",
+    "BranchOfService",
+)
+IDENTIFYING_TAGS = frozenset(tag_for_keyword(keyword) for keyword in IDENTIFYING_KEYWORDS)
+
+MIN_IDENTIFIER_LENGTH = 3  # "names and name components longer than 2 characters"
+MIN_NUMERIC_IDENTIFIER_LENGTH = 4  # a 3-digit number is too common to mean a patient
+
+
+@lru_cache(maxsize=8192)
+def dictionary_vr(tag: int) -> str:
+    """The data dictionary's VR for a tag, ``UN`` for an unknown one."""
+    try:
+        return dictionary_VR(tag)
+    except KeyError:
+        return "UN"
+
+
+def element_vr(element) -> str:
+    """VR of a raw or converted element; implicit-VR raw elements fall back to the dictionary."""
+    vr = element.VR
+    return vr if vr else dictionary_vr(element.tag)
+
+
+def keyword_of(tag: int) -> str:
+    """Keyword for error details (``Private`` or ``Unknown`` where the dictionary has none)."""
+    if tag >> 16 & 1:
+        return "Private"
+    return keyword_for_tag(tag) or "Unknown"
+
+
+def describe(tag: int) -> str:
+    """``(GGGG,EEEE) Keyword``: how an attribute is named in a detail, never with its value."""
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X}) {keyword_of(tag)}"
+
+
+@lru_cache(maxsize=8192)
+def is_instance_uid_tag(tag: int) -> bool:
+    """Whether a UI attribute identifies an instance (so is remapped), not a class or syntax."""
+    keyword = keyword_for_tag(tag)
+    if not keyword:
+        return True
+    return not (keyword.endswith("ClassUID") or keyword in NON_INSTANCE_UID_KEYWORDS)
+
+
+def is_well_known_uid(uid: str) -> bool:
+    """A UID the standard defines (SOP classes, transfer syntaxes, coding schemes, ...)."""
+    return uid in UID_dictionary
+
+
+def date_strings(value: str) -> list[str]:
+    """The common spellings of a DICOM date ``YYYYMMDD`` (or the date part of a DT)."""
+    digits = value.strip()[:8]
+    if len(digits) != 8 or not digits.isdigit():
+        return []
+    year, month, day = digits[:4], digits[4:6], digits[6:8]
+    return [
+        digits,
+        f"{year}-{month}-{day}",
+        f"{year}/{month}/{day}",
+        f"{year}.{month}.{day}",
+        f"{day}/{month}/{year}",
+        f"{month}/{day}/{year}",
+        f"{day}.{month}.{year}",
+        f"{day}-{month}-{year}",
+    ]
+
+
+def identifier_strings(value: str, vr: str) -> list[str]:
+    """The identifying strings one value contributes, lower-cased.
+
+    A name gives the whole value and each component (family, given, middle; not prefix or suffix),
+    and each word of a component; a date gives its common spellings; anything else gives itself.
+    Strings shorter than 3 characters (4 for numbers only) are dropped as too common to search for.
+    """
+    value = value.strip(" \0")
+    if not value:
+        return []
+    if vr in DATE_VRS:
+        candidates = date_strings(value)
+    elif vr == "PN":
+        candidates = [value]
+        for group in value.split("="):
+            candidates.append(group)
+            for component in group.split("^")[:3]:
+                candidates.append(component)
+                candidates.extend(component.split())
+    else:
+        candidates = [value, *value.split("\\")]
+    found = []
+    for candidate in candidates:
+        candidate = candidate.strip(" ^=\\").lower()
+        if len(candidate) < MIN_IDENTIFIER_LENGTH:
+            continue
+        if candidate.isdigit() and len(candidate) < MIN_NUMERIC_IDENTIFIER_LENGTH:
+            continue
+        found.append(candidate)
+    return found
+
+
+def _bounded(text: str, start: int, end: int, ident: str) -> bool:
+    # A match counts only as a whole word: "ann" is found in "Ann Lee" but not in "annual".
+    if start > 0 and ident[0].isalnum() and text[start - 1].isalnum():
+        return False
+    return not (end < len(text) and ident[-1].isalnum() and text[end].isalnum())
+
+
+def find_identifier(text: str, identifiers: tuple[str, ...]) -> str | None:
+    """The first identifier (lower-cased) found in ``text`` as a whole word, or ``None``."""
+    lowered = text.lower()
+    for ident in identifiers:
+        start = lowered.find(ident)
+        while start >= 0:
+            if _bounded(lowered, start, start + len(ident), ident):
+                return ident
+            start = lowered.find(ident, start + 1)
+    return None
+
+
+@lru_cache(maxsize=4096)
+def _identifier_pattern(ident: str) -> re.Pattern[str]:
+    before = r"(?<![^\W_])" if ident[0].isalnum() else ""
+    after = r"(?![^\W_])" if ident[-1].isalnum() else ""
+    return re.compile(before + re.escape(ident) + after, re.IGNORECASE)
+
+
+def remove_identifiers(text: str, identifiers: tuple[str, ...]) -> str:
+    """``text`` without any of ``identifiers`` (whole words, any case); ``""`` if that cannot be done."""
+    for _ in range(len(identifiers) + 2):
+        ident = find_identifier(text, identifiers)
+        if ident is None:
+            return text
+        text = _identifier_pattern(ident).sub("", text)
+    return text if find_identifier(text, identifiers) is None else ""

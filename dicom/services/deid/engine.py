@@ -1,0 +1,499 @@
+"""The de-identification engine: PS3.15 Annex E Basic Profile plus the chosen options.
+
+Pure pydicom: no Django, no settings. The caller passes the key. See ``docs/deidentification.md``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from pydicom import dcmread
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError as PydicomInvalidDicomError
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+from pydicom.tag import Tag
+
+from dicom.services.errors import DeidentificationRefusedError, InvalidDicomError
+
+from .attributes import (
+    DATE_VRS,
+    STRING_VRS,
+    TEXT_VRS,
+    element_vr,
+    find_identifier,
+    is_instance_uid_tag,
+    is_well_known_uid,
+    remove_identifiers,
+)
+from .fingerprint import Fingerprint, collect_identifiers, value_strings
+from .keyed import date_shift_days, keyed_uid, pseudonym_id, pseudonym_name
+from .options import BASIC_PROFILE_CODE, OPTION_CODES, DeidOptions
+from .rules import CLEAN, DUMMY, KEEP, REMOVE, SHIFT, UID, ZERO, RuleSet, ruleset_for
+from .verify import verify_deidentified
+
+PROJECT_IMPLEMENTATION_CLASS_UID = "2.25.4427826618977372476651161393518730348"
+PROJECT_IMPLEMENTATION_VERSION_NAME = "DICOMSVC_1"
+
+PATIENT_ID = Tag(0x0010, 0x0020)
+PATIENT_NAME = Tag(0x0010, 0x0010)
+BURNED_IN_ANNOTATION = Tag(0x0028, 0x0301)
+SOP_INSTANCE_UID = Tag(0x0008, 0x0018)
+STUDY_INSTANCE_UID = Tag(0x0020, 0x000D)
+SERIES_INSTANCE_UID = Tag(0x0020, 0x000E)
+MEDIA_STORAGE_SOP_INSTANCE_UID = Tag(0x0002, 0x0003)
+# File meta attributes that name the sending or receiving system, or carry private information.
+FILE_META_REMOVED = (
+    Tag(0x0002, 0x0016),  # Source Application Entity Title
+    Tag(0x0002, 0x0017),  # Sending Application Entity Title
+    Tag(0x0002, 0x0018),  # Receiving Application Entity Title
+    Tag(0x0002, 0x0100),  # Private Information Creator UID
+    Tag(0x0002, 0x0102),  # Private Information
+)
+
+# Dummies for D, valid for their VR. The verification pass treats these values as not identifying.
+DUMMY_VALUES: dict[str, object] = {
+    "AE": "ANONYMOUS",
+    "AS": "000Y",
+    "CS": "ANONYMIZED",
+    "DA": "19000101",
+    "DS": "0",
+    "DT": "19000101000000",
+    "IS": "0",
+    "LO": "ANONYMOUS",
+    "LT": "ANONYMOUS",
+    "PN": "ANONYMOUS",
+    "SH": "ANONYMOUS",
+    "ST": "ANONYMOUS",
+    "TM": "000000",
+    "UC": "ANONYMOUS",
+    "UR": "urn:anonymous",
+    "UT": "ANONYMOUS",
+    "AT": 0,
+    "FL": 0.0,
+    "FD": 0.0,
+    "SL": 0,
+    "SS": 0,
+    "SV": 0,
+    "UL": 0,
+    "US": 0,
+    "UV": 0,
+}
+BINARY_DUMMY = b"\x00\x00"
+# Attributes the engine writes itself at the top level.
+ENGINE_WRITTEN_TAGS = frozenset(
+    {Tag(0x0012, 0x0062), Tag(0x0012, 0x0063), Tag(0x0012, 0x0064), Tag(0x0028, 0x0303)}
+)
+
+
+@dataclass
+class DeidReport:
+    """What the engine did to one dataset. JSON-safe via :meth:`to_dict`; never holds patient data."""
+
+    actions: dict[str, int] = field(default_factory=dict)
+    removed_private: int = 0
+    kept_private: int = 0
+    options: list[str] = field(default_factory=list)
+    profile: str = ""
+    method_codes: list[str] = field(default_factory=list)
+    date_shift_days: int | None = None
+    longitudinal_temporal_information: str = "REMOVED"
+    new_study_instance_uid: str | None = None
+    new_series_instance_uid: str | None = None
+    new_sop_instance_uid: str | None = None
+
+    def to_dict(self) -> dict:
+        """A plain dict of counts, option names, codes and the new (keyed) UIDs."""
+        return {
+            "actions": dict(sorted(self.actions.items())),
+            "removed_private": self.removed_private,
+            "kept_private": self.kept_private,
+            "options": list(self.options),
+            "profile": self.profile,
+            "method_codes": list(self.method_codes),
+            "date_shift_days": self.date_shift_days,
+            "longitudinal_temporal_information": self.longitudinal_temporal_information,
+            "new_study_instance_uid": self.new_study_instance_uid,
+            "new_series_instance_uid": self.new_series_instance_uid,
+            "new_sop_instance_uid": self.new_sop_instance_uid,
+        }
+
+
+def _shift_date(value: str, days: int) -> str:
+    # A DICOM date YYYYMMDD (or a shorter DT prefix); "" when it cannot be read, so no original survives.
+    digits = value[:8]
+    try:
+        if len(digits) == 8:
+            return (
+                dt.date(int(digits[:4]), int(digits[4:6]), int(digits[6:8])) - dt.timedelta(days)
+            ).strftime("%Y%m%d")
+        if len(digits) in (4, 6) and digits.isdigit():
+            month = int(digits[4:6]) if len(digits) == 6 else 7
+            shifted = dt.date(int(digits[:4]), month, 15) - dt.timedelta(days)
+            return shifted.strftime("%Y%m%d")[: len(digits)]
+    except ValueError:
+        return ""
+    return ""
+
+
+def shift_date_value(value: str, vr: str, days: int) -> str:
+    """Shift every date of a DA or DT value (multi-valued and ranges too) ``days`` back."""
+    shifted_values = []
+    for single in value.split("\\"):
+        parts = []
+        for part in single.split("-") if vr == "DA" else [single]:
+            part = part.strip()
+            if not part:
+                parts.append("")
+                continue
+            if vr == "DA":
+                parts.append(_shift_date(part, days))
+            else:
+                date_part = part[:8] if part[:8].isdigit() else part[:4]
+                new_date = _shift_date(date_part, days)
+                parts.append(new_date + part[len(date_part) :] if new_date else "")
+        shifted_values.append("-".join(parts) if vr == "DA" else parts[0])
+    return "\\".join(shifted_values)
+
+
+class _Engine:
+    """One de-identification of one dataset: the walk and its counters."""
+
+    def __init__(self, *, rules: RuleSet, options: DeidOptions, key: bytes, fingerprint: Fingerprint):
+        self.rules = rules
+        self.exact = rules.exact
+        self.options = options
+        self.key = key
+        self.identifiers = fingerprint.identifying_strings(rules)
+        self.remap_uids = not options.retain_uids
+        self.shift_days: int | None = None
+        if options.retain_modified_dates:
+            self.shift_days = date_shift_days(key, fingerprint.patient_key or "")
+        self.actions: Counter[str] = Counter()
+        self.removed_private = 0
+        self.kept_private = 0
+        self.uid_cache: dict[str, str] = {}
+
+    # -- values ----------------------------------------------------------------------------------
+
+    def new_uid(self, uid: str) -> str:
+        new = self.uid_cache.get(uid)
+        if new is None:
+            new = uid if is_well_known_uid(uid) else keyed_uid(self.key, uid)
+            self.uid_cache[uid] = new
+        return new
+
+    def _remap_uid_element(self, ds: Dataset, tag: int) -> None:
+        value = ds[tag].value
+        if isinstance(value, MultiValue | list):
+            ds[tag] = DataElement(tag, "UI", [self.new_uid(str(uid).strip(" \0")) for uid in value])
+        elif value:
+            ds[tag] = DataElement(tag, "UI", self.new_uid(str(value).strip(" \0")))
+
+    def _clean_text(self, ds: Dataset, tag: int, vr: str) -> bool:
+        # Keep the text, minus every identifying string of this dataset. True if something was removed.
+        if not self.identifiers:
+            return False
+        strings = value_strings(ds[tag].value)
+        if not strings:
+            return False
+        text = "\\".join(strings)
+        if find_identifier(text, self.identifiers) is None:
+            return False
+        cleaned = remove_identifiers(text, self.identifiers)
+        ds[tag] = DataElement(tag, vr, cleaned)
+        return True
+
+    def _shift_dates(self, ds: Dataset, tag: int, vr: str) -> None:
+        strings = value_strings(ds[tag].value)
+        if strings:
+            ds[tag] = DataElement(tag, vr, shift_date_value("\\".join(strings), vr, self.shift_days or 0))
+
+    def _dummy(self, ds: Dataset, tag: int, vr: str) -> None:
+        if tag in (PATIENT_ID, PATIENT_NAME):
+            self._pseudonym(ds, tag, vr)
+        elif vr == "SQ":
+            ds[tag] = DataElement(tag, "SQ", Sequence([Dataset()]))
+        elif vr == "UI":
+            strings = value_strings(ds[tag].value)
+            value = [self.new_uid(uid) for uid in strings] if strings else keyed_uid(self.key, "dummy")
+            ds[tag] = DataElement(tag, "UI", value)
+        elif vr in DUMMY_VALUES:
+            ds[tag] = DataElement(tag, vr, DUMMY_VALUES[vr])
+        else:
+            ds[tag] = DataElement(tag, vr if vr != "OB or OW" else "OB", BINARY_DUMMY)
+
+    def _pseudonym(self, ds: Dataset, tag: int, vr: str) -> None:
+        strings = value_strings(ds[tag].value)
+        original = "\\".join(strings)
+        if tag == PATIENT_ID:
+            value = pseudonym_id(self.key, original) if original else ""
+        else:
+            value = pseudonym_name(self.key, original) if original else ""
+        ds[tag] = DataElement(tag, vr, value)
+
+    def _zero(self, ds: Dataset, tag: int, vr: str) -> None:
+        if tag in (PATIENT_ID, PATIENT_NAME):
+            # Z allows a dummy: a keyed pseudonym lets a research site link one patient's studies.
+            self._pseudonym(ds, tag, vr)
+        elif vr == "SQ":
+            ds[tag] = DataElement(tag, "SQ", Sequence())
+        elif vr in STRING_VRS:
+            ds[tag] = DataElement(tag, vr, "")
+        elif vr in DUMMY_VALUES:
+            ds[tag] = DataElement(tag, vr, None)
+        else:
+            ds[tag] = DataElement(tag, vr if vr != "OB or OW" else "OB", b"")
+
+    # -- the walk --------------------------------------------------------------------------------
+
+    def walk(self, ds: Dataset) -> None:
+        """Apply the resolved rules to every element of ``ds`` and, recursively, of its items."""
+        exact = self.exact
+        private_tags = []
+        for tag in list(ds.keys()):
+            group = tag >> 16
+            if group & 1:
+                private_tags.append(tag)
+                continue
+            if not tag & 0xFFFF:
+                # Group lengths are retired and would be wrong after this walk.
+                del ds[tag]
+                continue
+            action = exact.get(tag)
+            if action is None and 0x5000 <= group <= 0x60FF:
+                action = self.rules.action_for(tag)
+            if action is None or action == KEEP:
+                self._keep(ds, tag, action)
+                continue
+            self.actions[CLEAN if action == SHIFT else action] += 1
+            if action == REMOVE:
+                del ds[tag]
+                continue
+            vr = element_vr(ds.get_item(tag))
+            if action == ZERO:
+                self._zero(ds, tag, vr)
+            elif action == DUMMY:
+                self._dummy(ds, tag, vr)
+            elif action == UID:
+                if vr == "SQ":
+                    self._walk_items(ds, tag)
+                elif vr == "UI":
+                    self._remap_uid_element(ds, tag)
+                else:
+                    self._dummy(ds, tag, vr)
+            elif action == SHIFT:
+                if vr in DATE_VRS:
+                    self._shift_dates(ds, tag, vr)
+                elif vr == "SQ":
+                    self._walk_items(ds, tag)
+                elif vr == "TM":
+                    pass  # whole-day shifts leave times of day unchanged
+                elif vr in TEXT_VRS:
+                    self._clean_text(ds, tag, vr)
+                else:
+                    self._dummy(ds, tag, vr)  # e.g. a binary timestamp cannot be shifted in place
+            elif action == CLEAN:
+                if vr == "SQ":
+                    self._walk_items(ds, tag)
+                elif vr in DATE_VRS and self.shift_days is not None:
+                    self._shift_dates(ds, tag, vr)
+                elif vr in STRING_VRS and vr != "UI":
+                    self._clean_text(ds, tag, vr)
+        if private_tags:
+            self._private(ds, private_tags)
+
+    def _keep(self, ds: Dataset, tag: int, action: str | None) -> None:
+        # Unlisted public attributes and K: kept, but sequences are de-identified inside, text is
+        # cleaned of identifying strings, instance UIDs are remapped and dates shifted as asked.
+        vr = element_vr(ds.get_item(tag))
+        if action == KEEP:
+            self.actions[KEEP] += 1
+        if vr == "SQ":
+            self._walk_items(ds, tag)
+        elif vr in TEXT_VRS:
+            if self._clean_text(ds, tag, vr):
+                self.actions[CLEAN] += 1
+        elif vr == "UI":
+            if action is None and self.remap_uids and is_instance_uid_tag(tag):
+                self._remap_uid_element(ds, tag)
+        elif vr in DATE_VRS and self.shift_days is not None:
+            self._shift_dates(ds, tag, vr)
+
+    def _walk_items(self, ds: Dataset, tag: int) -> None:
+        for item in ds[tag].value or ():
+            self.walk(item)
+
+    def _private(self, ds: Dataset, private_tags: list[int]) -> None:
+        kept_blocks: set[tuple[int, int]] = set()
+        creators: dict[tuple[int, int], str] = {}
+        if self.rules.safe_private:
+            for tag in private_tags:
+                element = tag & 0xFFFF
+                if 0x0010 <= element <= 0x00FF:
+                    strings = value_strings(ds[tag].value)
+                    if strings:
+                        creators[(tag >> 16, element)] = strings[0]
+            for tag in private_tags:
+                element = tag & 0xFFFF
+                if element < 0x1000:
+                    continue
+                group, block = tag >> 16, element >> 8
+                creator = creators.get((group, block))
+                if creator is None or not self.rules.is_safe_private(group, creator, element & 0xFF):
+                    continue
+                kept_blocks.add((group, block))
+                self.kept_private += 1
+                self.actions[self.rules.private_action] += 1
+                vr = element_vr(ds.get_item(tag))
+                if vr == "SQ":
+                    self._walk_items(ds, tag)
+                elif vr in TEXT_VRS:
+                    self._clean_text(ds, tag, vr)
+        for tag in private_tags:
+            element = tag & 0xFFFF
+            if kept_blocks:
+                group = tag >> 16
+                if element >= 0x1000 and (group, element >> 8) in kept_blocks:
+                    if self.rules.is_safe_private(
+                        group, creators.get((group, element >> 8), ""), element & 0xFF
+                    ):
+                        continue
+                elif 0x0010 <= element <= 0x00FF and (group, element) in kept_blocks:
+                    continue
+            del ds[tag]
+            self.removed_private += 1
+
+
+def _method_codes(options: DeidOptions) -> list[tuple[str, str]]:
+    codes = [BASIC_PROFILE_CODE]
+    codes.extend(
+        (OPTION_CODES[name][1], OPTION_CODES[name][2]) for name in options.to_names() if name in OPTION_CODES
+    )
+    return codes
+
+
+def _refuse_burned_in(ds: Dataset, options: DeidOptions) -> None:
+    if BURNED_IN_ANNOTATION not in ds:
+        return
+    strings = value_strings(ds[BURNED_IN_ANNOTATION].value)
+    if strings and strings[0].upper() == "YES" and not options.accept_burned_in_annotation:
+        raise DeidentificationRefusedError(
+            "(0028,0301) BurnedInAnnotation is YES: the pixel data may show identifying text; "
+            "resend with accept_burned_in_annotation to de-identify the header only"
+        )
+
+
+def deidentify_dataset(ds: Dataset, *, options: DeidOptions, key: bytes) -> DeidReport:
+    """De-identify ``ds`` in place (its file meta too) under the Basic Profile and ``options``.
+
+    Takes a fingerprint of the original first, applies every rule of PS3.15 Table E.1-1 at any depth,
+    writes the de-identification attributes, then runs the independent verification pass against the
+    fingerprint. Pixel data is never read or decoded.
+
+    Raises DeidentificationRefusedError for burned-in annotation without
+    ``accept_burned_in_annotation`` (``ds`` untouched) and DeidentificationVerificationError when the
+    output still holds something identifying (``ds`` is then partly de-identified and must not be
+    released). An empty ``key`` is refused with ``ValueError``.
+    """
+    if not key:
+        raise ValueError("a non-empty de-identification key is required")
+    _refuse_burned_in(ds, options)
+    rules = ruleset_for(options)
+    fingerprint = collect_identifiers(ds)
+    engine = _Engine(rules=rules, options=options, key=key, fingerprint=fingerprint)
+    engine.walk(ds)
+
+    codes = _method_codes(options)
+    ds.PatientIdentityRemoved = "YES"
+    method = [f"DICOMSVC PS3.15-{rules.edition} Basic Profile", *(meaning for _, meaning in codes[1:])]
+    if options.accept_burned_in_annotation:
+        method.append("Burned-in annotation not removed")
+    ds.DeidentificationMethod = method if len(method) > 1 else method[0]
+    code_items = []
+    for value, meaning in codes:
+        item = Dataset()
+        item.CodeValue = value
+        item.CodingSchemeDesignator = "DCM"
+        item.CodeMeaning = meaning
+        code_items.append(item)
+    ds.DeidentificationMethodCodeSequence = Sequence(code_items)
+    if options.retain_full_dates:
+        temporal = "UNMODIFIED"
+    elif options.retain_modified_dates:
+        temporal = "MODIFIED"
+    else:
+        temporal = "REMOVED"
+    ds.LongitudinalTemporalInformationModified = temporal
+
+    file_meta = getattr(ds, "file_meta", None)
+    if file_meta is not None:
+        _deidentify_file_meta(ds, file_meta, engine)
+
+    verify_deidentified(ds, fingerprint, options=options)
+    return DeidReport(
+        actions=dict(engine.actions),
+        removed_private=engine.removed_private,
+        kept_private=engine.kept_private,
+        options=options.to_names(),
+        profile=f"PS3.15 {rules.edition} Basic Application Level Confidentiality Profile",
+        method_codes=[value for value, _ in codes],
+        date_shift_days=engine.shift_days,
+        longitudinal_temporal_information=temporal,
+        new_study_instance_uid=_uid_of(ds, STUDY_INSTANCE_UID),
+        new_series_instance_uid=_uid_of(ds, SERIES_INSTANCE_UID),
+        new_sop_instance_uid=_uid_of(ds, SOP_INSTANCE_UID),
+    )
+
+
+def _uid_of(ds: Dataset, tag: int) -> str | None:
+    if tag not in ds:
+        return None
+    strings = value_strings(ds[tag].value)
+    return strings[0] if strings else None
+
+
+def _deidentify_file_meta(ds: Dataset, file_meta: Dataset, engine: _Engine) -> None:
+    for tag in FILE_META_REMOVED:
+        if tag in file_meta:
+            del file_meta[tag]
+    new_sop = _uid_of(ds, SOP_INSTANCE_UID)
+    if new_sop is not None:
+        file_meta.MediaStorageSOPInstanceUID = new_sop
+    elif MEDIA_STORAGE_SOP_INSTANCE_UID in file_meta and engine.remap_uids:
+        engine._remap_uid_element(file_meta, MEDIA_STORAGE_SOP_INSTANCE_UID)
+    file_meta.ImplementationClassUID = PROJECT_IMPLEMENTATION_CLASS_UID
+    file_meta.ImplementationVersionName = PROJECT_IMPLEMENTATION_VERSION_NAME
+
+
+def deidentify_file(
+    source: str | bytes | BinaryIO | object,
+    destination: str | BinaryIO | object,
+    *,
+    options: DeidOptions,
+    key: bytes,
+) -> tuple[Dataset, DeidReport]:
+    """Read a DICOM file, de-identify it and write it to ``destination``.
+
+    ``source`` and ``destination`` are paths or binary file objects. The transfer syntax and the
+    pixel data bytes are kept as they were; the output has a zeroed 128-byte preamble and ``DICM``.
+    Returns the de-identified dataset and the report.
+
+    Raises InvalidDicomError when pydicom cannot read ``source`` as a DICOM file with file meta,
+    plus whatever :func:`deidentify_dataset` raises (nothing is written then).
+    """
+    try:
+        ds = dcmread(source, force=False)
+    except (PydicomInvalidDicomError, EOFError, ValueError, KeyError, OSError, TypeError) as exc:
+        raise InvalidDicomError(f"not a readable DICOM file ({type(exc).__name__})") from None
+    file_meta = getattr(ds, "file_meta", None)
+    if file_meta is None or "TransferSyntaxUID" not in file_meta:
+        raise InvalidDicomError("the file has no file meta information with a transfer syntax")
+    report = deidentify_dataset(ds, options=options, key=key)
+    ds.preamble = b"\x00" * 128
+    ds.save_as(destination, enforce_file_format=True)
+    return ds, report
