@@ -313,7 +313,6 @@ class _DatasetWalk:
                 )
 
             top_level = len(stack) == 1
-            vr_str = vr.decode("ascii") if vr is not None else None
 
             if length != UNDEFINED_LENGTH:
                 value_end = pos + length
@@ -324,12 +323,12 @@ class _DatasetWalk:
                     if depth > self.max_depth:
                         raise InvalidDicomError(f"sequence nesting deeper than {self.max_depth} levels")
                     if top_level and tag in wanted:
-                        self._keep(tag, vr_str, length, pos, value_end, implicit)
+                        self._keep(tag, vr, length, pos, value_end, implicit)
                     stack.append(_Frame(is_sequence=True, end=value_end, implicit=implicit, tag=tag))
                     continue
                 if top_level:
                     if tag in wanted or tag == SPECIFIC_CHARACTER_SET:
-                        self._keep(tag, vr_str, length, pos, value_end, implicit)
+                        self._keep(tag, vr, length, pos, value_end, implicit)
                     if tag in GEOMETRY_TAGS:
                         geometry[tag] = bytes(buf[pos:value_end])
                     elif tag in PIXEL_DATA_TAGS:
@@ -360,7 +359,7 @@ class _DatasetWalk:
             pos = self._skip_encapsulated(tag, pos, limit, frame, first_is_offset_table=tag == PIXEL_DATA)
             if top_level:
                 if tag in wanted:
-                    self._keep(tag, vr_str, UNDEFINED_LENGTH, value_start, pos, implicit)
+                    self._keep(tag, vr, UNDEFINED_LENGTH, value_start, pos, implicit)
                 if tag in PIXEL_DATA_TAGS:
                     self.pixel = (tag, pos - value_start, True)
 
@@ -419,7 +418,11 @@ class _DatasetWalk:
             raise InvalidDicomError(f"{kind} has no Basic Offset Table item")
         return pos
 
-    def _keep(self, tag: int, vr: str | None, length: int, start: int, end: int, implicit: bool) -> None:
+    def _keep(
+        self, tag: int, vr: bytes | str | None, length: int, start: int, end: int, implicit: bool
+    ) -> None:
+        if isinstance(vr, bytes):
+            vr = vr.decode("ascii")
         self.raw[tag] = RawDataElement(
             Tag(tag), vr, length, bytes(self.buf[start:end]), start, implicit, self.little
         )
@@ -519,6 +522,25 @@ def _read_file_meta(buf: bytes | mmap.mmap, size: int) -> tuple[FileMetaDataset,
     return file_meta, pos
 
 
+def _check_inflated_size(buf: mmap.mmap, start: int, max_inflated_size: int) -> None:
+    """Inflate the whole stream, discarding the output, and raise if it exceeds the bound."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
+    pos = start
+    end = len(buf)
+    while not inflater.eof:
+        data = inflater.unconsumed_tail
+        if not data and pos < end:
+            data = buf[pos : pos + INFLATE_READ_CHUNK]
+            pos += len(data)
+        out = inflater.decompress(data, INFLATE_OUTPUT_CHUNK)
+        if not out and not data:
+            return  # a truncated stream: the storing pass reports it
+        total += len(out)
+        if total > max_inflated_size:
+            raise FileTooLargeError(f"deflated dataset inflates beyond {max_inflated_size} bytes")
+
+
 def _inflate(buf: mmap.mmap, start: int, max_inflated_size: int) -> bytes | mmap.mmap:
     """Inflate the raw deflate stream after the file meta, never beyond ``max_inflated_size`` bytes."""
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
@@ -545,6 +567,9 @@ def _inflate(buf: mmap.mmap, start: int, max_inflated_size: int) -> bytes | mmap
             else:
                 chunks.append(out)
                 if total > INFLATE_IN_MEMORY:
+                    # Before writing hundreds of MB to disk, check the bound by inflating without
+                    # keeping anything: a bomb is refused at inflate speed, with nothing written.
+                    _check_inflated_size(buf, start, max_inflated_size)
                     spill = tempfile.TemporaryFile()  # noqa: SIM115 - closed below, or by its mmap's owner
                     for chunk in chunks:
                         spill.write(chunk)
