@@ -44,7 +44,9 @@ def other_user(django_user_model):
 
 @pytest.fixture
 def staff_user(django_user_model):
-    return django_user_model.objects.create_user(username="staff", password="staff-password-123", is_staff=True)
+    return django_user_model.objects.create_user(
+        username="staff", password="staff-password-123", is_staff=True
+    )
 
 
 def _client_for(user) -> APIClient:

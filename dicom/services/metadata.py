@@ -44,6 +44,8 @@ METADATA_KEYWORDS: dict[str, str] = {
     "patient_identity_removed": "PatientIdentityRemoved",
 }
 
+_METADATA_TAGS: dict[str, int] = {key: tag_for_keyword(keyword) for key, keyword in METADATA_KEYWORDS.items()}
+
 # The keys whose values are patient data: masked for staff without the view_phi permission.
 PHI_KEYS = frozenset(
     {"patient_id", "patient_name", "patient_birth_date", "patient_sex", "patient_age", "accession_number"}
@@ -115,8 +117,8 @@ def extract_metadata(ds: Dataset) -> dict[str, Any]:
     not a valid date stays ``None`` rather than passing malformed text on. Reads only the header.
     """
     result: dict[str, Any] = {}
-    for key, keyword in METADATA_KEYWORDS.items():
-        element = ds.get(keyword)
+    for key, tag in _METADATA_TAGS.items():
+        element = ds.get(tag)
         value = _plain(element.value) if element is not None else None
         if value is not None and element.VR == "DA":
             value = _iso_date(value if isinstance(value, str) else str(value))

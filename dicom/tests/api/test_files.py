@@ -1,7 +1,7 @@
 import uuid
 
 import pytest
-from django.core.management import call_command
+from django_tasks_db.management.commands.db_worker import Worker
 from django_tasks_db.models import DBTaskResult
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
@@ -24,7 +24,24 @@ def upload(client, path=CT_SMALL, **fields) -> str:
 
 
 def run_worker() -> None:
-    call_command("db_worker", "--batch", "--no-startup-delay", "--no-reload", "--interval", "0")
+    """Run every ready job through django-tasks-db's own worker code, in this test's transaction.
+
+    (The worker's loop closes connections between polls, which would end the test transaction;
+    the claim-and-run steps are the same.)
+    """
+    worker = Worker(
+        queue_names=["default"],
+        interval=0,
+        batch=True,
+        backend_name="default",
+        startup_delay=False,
+        max_tasks=None,
+        worker_id="test-worker",
+        excluded_queue_names=[],
+    )
+    while (job := DBTaskResult.objects.ready().get_locked()) is not None:
+        job.claim(worker.worker_id)
+        worker.run_task(job)
 
 
 @pytest.mark.parametrize("suffix", ["", "/"])

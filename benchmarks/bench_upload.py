@@ -1,0 +1,249 @@
+"""Uploads per second against the real server of `make run`, and its peak memory on a 500 MB upload.
+
+Starts scripts/run.sh (gunicorn + db_worker) on SQLite in a temporary data directory, on loopback,
+then:
+  1. uploads pydicom's CT_small.dcm with 1, 4 and 6 concurrent clients (keep-alive connections) and
+     prints uploads/s and how many failed (6 clients is the "no database is locked" check);
+  2. uploads a synthetic ~500 MB DICOM file and prints the peak RSS (VmHWM) of the web workers.
+
+Usage: .venv/bin/python benchmarks/bench_upload.py [--seconds 10] [--port 8765] [--big-mb 500]
+"""
+
+import argparse
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from pydicom.data import get_testdata_file
+
+ROOT = Path(__file__).resolve().parent.parent
+BOUNDARY = "----benchboundary7d0a1f"
+
+
+def multipart_head(fields: dict[str, str], filename: str) -> bytes:
+    parts = []
+    for name, value in fields.items():
+        parts.append(f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n')
+    parts.append(
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        "Content-Type: application/dicom\r\n\r\n"
+    )
+    return "".join(parts).encode()
+
+
+TAIL = f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+def post_file(conn: http.client.HTTPConnection, token: str, payload: bytes) -> int:
+    head = multipart_head({"study_type": "ct"}, "ct.dcm")
+    body = head + payload + TAIL
+    conn.request(
+        "POST",
+        "/api/dicom/upload",
+        body=body,
+        headers={
+            "Authorization": f"Token {token}",
+            "Content-Type": f"multipart/form-data; boundary={BOUNDARY}",
+        },
+    )
+    response = conn.getresponse()
+    response.read()
+    return response.status
+
+
+def run_clients(
+    port: int, token: str, payload: bytes, clients: int, seconds: float
+) -> tuple[int, int, float]:
+    done = [0] * clients
+    failed = [0] * clients
+    deadline = time.perf_counter() + seconds
+
+    def client(index: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        while time.perf_counter() < deadline:
+            try:
+                status = post_file(conn, token, payload)
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                status = 0
+            if status == 200:
+                done[index] += 1
+            else:
+                failed[index] += 1
+        conn.close()
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(done), sum(failed), time.perf_counter() - start
+
+
+def write_big_dicom(path: Path, megabytes: int) -> None:
+    """A native 16-bit multi-frame image of about `megabytes` MB, written in chunks."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    rows = columns = 512
+    frame = rows * columns * 2
+    frames = max(1, megabytes * 1024 * 1024 // frame)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality = "OT"
+    ds.PatientID = "BENCH-BIG"
+    ds.Rows, ds.Columns = rows, columns
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.NumberOfFrames = frames
+    header_path = path.with_suffix(".head")
+    ds.save_as(header_path, enforce_file_format=True)
+    with open(path, "wb") as out:
+        out.write(header_path.read_bytes())
+        length = frame * frames
+        out.write(b"\xe0\x7f\x10\x00OW\x00\x00" + length.to_bytes(4, "little"))
+        chunk = bytes(range(256)) * (frame // 256)
+        for _ in range(frames):
+            out.write(chunk)
+    header_path.unlink()
+
+
+def stream_upload(port: int, token: str, path: Path) -> int:
+    head = multipart_head({"study_type": "big"}, "big.dcm")
+    size = len(head) + path.stat().st_size + len(TAIL)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    conn.putrequest("POST", "/api/dicom/upload")
+    conn.putheader("Authorization", f"Token {token}")
+    conn.putheader("Content-Type", f"multipart/form-data; boundary={BOUNDARY}")
+    conn.putheader("Content-Length", str(size))
+    conn.endheaders()
+    conn.send(head)
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1024 * 1024):
+            conn.send(chunk)
+    conn.send(TAIL)
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    return response.status
+
+
+def children_of(pid: int) -> list[int]:
+    result = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().split()
+            except OSError:
+                continue
+            if int(stat[3]) == pid:
+                result.append(int(entry.name))
+                result.extend(children_of(int(entry.name)))
+    return result
+
+
+def vm_hwm_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--big-mb", type=int, default=500)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as data_dir:
+        env = {
+            **os.environ,
+            "DICOM_DATA_DIR": data_dir,
+            "PORT": str(args.port),
+            "DJANGO_LOG_LEVEL": "WARNING",
+        }
+        env.pop("DATABASE_URL", None)
+        python = str(ROOT / ".venv/bin/python")
+        subprocess.run([python, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
+        username = f"bench-{uuid.uuid4().hex[:6]}"
+        script = (
+            "from django.contrib.auth.models import User; from rest_framework.authtoken.models import Token;"
+            f"u=User.objects.create_user('{username}'); print(Token.objects.create(user=u).key)"
+        )
+        token = subprocess.run(
+            [python, "manage.py", "shell", "-c", script],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        server = subprocess.Popen(
+            ["scripts/run.sh"],
+            cwd=ROOT,
+            env={**env, "BIN": str(ROOT / ".venv/bin")},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            for _ in range(100):
+                try:
+                    conn = http.client.HTTPConnection("127.0.0.1", args.port, timeout=2)
+                    conn.request("GET", "/api/dicom/status/x")
+                    conn.getresponse().read()
+                    break
+                except OSError:
+                    time.sleep(0.2)
+            payload = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+            run_clients(args.port, token, payload, 2, 2)  # warm up the workers
+            results = {}
+            for clients in (1, 4, 6):
+                done, failed, elapsed = run_clients(args.port, token, payload, clients, args.seconds)
+                results[clients] = {"uploads_per_s": round(done / elapsed, 1), "ok": done, "failed": failed}
+                print(
+                    f"CT_small.dcm, {clients} client(s): {done / elapsed:.1f} uploads/s ({done} ok, {failed} failed)"
+                )
+
+            big = Path(data_dir) / "big.dcm"
+            write_big_dicom(big, args.big_mb)
+            workers = children_of(server.pid)
+            before = {pid: vm_hwm_kb(pid) for pid in workers}
+            start = time.perf_counter()
+            status = stream_upload(args.port, token, big)
+            elapsed = time.perf_counter() - start
+            peaks = {pid: vm_hwm_kb(pid) for pid in workers if Path(f"/proc/{pid}").exists()}
+            peak_mb = max(peaks.values()) / 1024
+            print(
+                f"{big.stat().st_size / 1e6:.0f} MB upload: HTTP {status} in {elapsed:.1f} s; "
+                f"peak RSS of any server process {peak_mb:.0f} MB (before: {max(before.values()) / 1024:.0f} MB)"
+            )
+            results["big"] = {"status": status, "seconds": round(elapsed, 1), "peak_rss_mb": round(peak_mb)}
+            print(json.dumps(results))
+        finally:
+            os.killpg(server.pid, signal.SIGINT)
+            server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
