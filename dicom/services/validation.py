@@ -128,13 +128,14 @@ def _looks_like_vr(vr: bytes) -> bool:
 class _Frame:
     """One open container of the walk: a dataset (top level or an item) or a sequence."""
 
-    __slots__ = ("end", "implicit", "is_sequence", "tag", "value_start", "wanted")
+    __slots__ = ("bound", "end", "implicit", "is_sequence", "tag", "value_start", "wanted")
 
     def __init__(
         self,
         *,
         is_sequence: bool,
         end: int | None,
+        bound: int,
         implicit: bool,
         tag: int = 0,
         value_start: int = 0,
@@ -142,6 +143,8 @@ class _Frame:
     ) -> None:
         self.is_sequence = is_sequence
         self.end = end  # None: undefined length, closed by a delimiter
+        # Where the container must end at the latest: its own end, or (delimited) its parent's bound.
+        self.bound = end if end is not None else bound
         self.implicit = implicit
         self.tag = tag  # the sequence's tag, for error details
         self.value_start = value_start
@@ -176,11 +179,14 @@ class _DatasetWalk:
 
     def _truncated(self, what: str, needed: int, pos: int, limit: int, frame: _Frame) -> InvalidDicomError:
         left = max(limit - pos, 0)
-        if frame.end is None:
+        if frame.bound == self.buf_end:
             container = f"remain in the {self.where}"
         else:
             container = "remain in its enclosing item" if not frame.is_sequence else "remain in its sequence"
         return InvalidDicomError(f"truncated: {what} declares {needed} bytes but only {left} {container}")
+
+    def _container(self, limit: int) -> str:
+        return f"the {self.where}" if limit == self.buf_end else "its enclosing item or sequence"
 
     def _detect_implicit(self, pos: int, limit: int, assumed: bool, *, top_level: bool) -> bool:
         """Mirror pydicom's ``_is_implicit_vr``: some writers switch VR encoding per dataset."""
@@ -208,7 +214,7 @@ class _DatasetWalk:
         wanted = self.wanted
         geometry = self.geometry
 
-        top = _Frame(is_sequence=False, end=None, implicit=self.implicit)
+        top = _Frame(is_sequence=False, end=None, bound=buf_end, implicit=self.implicit)
         top.implicit = self._detect_implicit(self.start, buf_end, self.implicit, top_level=True)
         stack = [top]
         depth = 0  # number of open sequences
@@ -218,7 +224,7 @@ class _DatasetWalk:
 
         while True:
             frame = stack[-1]
-            limit = buf_end if frame.end is None else frame.end
+            limit = frame.bound
 
             if frame.is_sequence:
                 if frame.end is not None and pos == frame.end:
@@ -229,7 +235,7 @@ class _DatasetWalk:
                     if frame.end is None:
                         raise InvalidDicomError(
                             f"truncated: sequence {_tag_name(frame.tag)} has no sequence delimiter "
-                            f"before the end of the {self.where}"
+                            f"before the end of {self._container(limit)}"
                         )
                     raise self._truncated(
                         f"an item header in sequence {_tag_name(frame.tag)}", 8, pos, limit, frame
@@ -249,7 +255,7 @@ class _DatasetWalk:
                     implicit = self._detect_implicit(
                         pos, limit if item_end is None else item_end, frame.implicit, top_level=False
                     )
-                    stack.append(_Frame(is_sequence=False, end=item_end, implicit=implicit))
+                    stack.append(_Frame(is_sequence=False, end=item_end, bound=limit, implicit=implicit))
                     continue
                 if tag == SEQUENCE_DELIMITER and (frame.end is None or pos == frame.end):
                     stack.pop()
@@ -268,7 +274,7 @@ class _DatasetWalk:
                         break
                     raise InvalidDicomError(
                         f"truncated: an item of sequence {_tag_name(stack[-2].tag)} has no item delimiter "
-                        f"before the end of the {self.where}"
+                        f"before the end of {self._container(limit)}"
                     )
                 stack.pop()
                 continue
@@ -324,7 +330,9 @@ class _DatasetWalk:
                         raise InvalidDicomError(f"sequence nesting deeper than {self.max_depth} levels")
                     if top_level and tag in wanted:
                         self._keep(tag, vr, length, pos, value_end, implicit)
-                    stack.append(_Frame(is_sequence=True, end=value_end, implicit=implicit, tag=tag))
+                    stack.append(
+                        _Frame(is_sequence=True, end=value_end, bound=limit, implicit=implicit, tag=tag)
+                    )
                     continue
                 if top_level:
                     if tag in wanted or tag == SPECIFIC_CHARACTER_SET:
@@ -348,6 +356,7 @@ class _DatasetWalk:
                     _Frame(
                         is_sequence=True,
                         end=None,
+                        bound=limit,
                         implicit=implicit,
                         tag=tag,
                         value_start=pos,
@@ -394,7 +403,7 @@ class _DatasetWalk:
         while True:
             if pos + 8 > limit:
                 raise InvalidDicomError(
-                    f"truncated: {kind} has no sequence delimiter before the end of the {self.where}"
+                    f"truncated: {kind} has no sequence delimiter before the end of {self._container(limit)}"
                 )
             group, elem, length = tag_length.unpack_from(buf, pos)
             item_tag = group << 16 | elem

@@ -15,6 +15,7 @@ from dicom.services.errors import FileTooLargeError, InvalidDicomError
 from dicom.services.validation import ValidatedFile, validate_dicom_file
 from dicom.tests.services.dicom_builders import (
     EXPLICIT_VR_LITTLE_ENDIAN,
+    ITEM_DELIMITER,
     JPEG_BASELINE,
     element,
     element_header,
@@ -296,6 +297,17 @@ def test_unclosed_nested_sequence_fails(tmp_path):
     dataset = identifying_elements() + element_header(0x0040A730, "SQ", 0xFFFFFFFF) + item(0xFFFFFFFF)
     write_part10(path, dataset + element(0x0040A040, "CS", "TEXT"))
     with pytest.raises(InvalidDicomError, match="has no item delimiter before the end of the file"):
+        validate(path)
+
+
+def test_delimited_item_must_close_inside_its_defined_length_sequence(tmp_path):
+    path = tmp_path / "overrun.dcm"
+    inner = element(0x0040A040, "CS", "TEXT")
+    # The sequence declares room for the item header and its first element only; the delimiter and a
+    # following top-level element lie outside it.
+    sequence = element_header(0x0040A730, "SQ", 8 + len(inner)) + item(0xFFFFFFFF) + inner
+    write_part10(path, identifying_elements() + sequence + ITEM_DELIMITER + element(0x00200011, "IS", "1"))
+    with pytest.raises(InvalidDicomError, match="no item delimiter before the end of its enclosing"):
         validate(path)
 
 
