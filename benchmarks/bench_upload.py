@@ -197,7 +197,7 @@ def main() -> None:
             check=True,
             capture_output=True,
             text=True,
-        ).stdout.strip()
+        ).stdout.strip().splitlines()[-1]
         server = subprocess.Popen(
             ["scripts/run.sh"],
             cwd=ROOT,

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pydicom.data import get_testdata_file
 
-from dicom.services.errors import FileTooLargeError
+from dicom.services.errors import DeflateBombError
 from dicom.services.validation import validate_dicom_file
 from dicom.tests.services.dicom_builders import write_deflate_bomb, write_native_image
 
@@ -57,7 +57,7 @@ def main() -> None:
         started = time.perf_counter()
         try:
             validate_dicom_file(bomb, wanted_tags=WANTED, max_inflated_size=BOUND)
-        except FileTooLargeError as exc:
+        except DeflateBombError as exc:
             detail = exc.detail
         else:
             raise SystemExit("the deflate bomb was accepted")

@@ -20,8 +20,12 @@ class InvalidDicomError(DicomServiceError):
     """The bytes are not a complete, well-formed DICOM file."""
 
 
+class DeflateBombError(InvalidDicomError):
+    """A deflated dataset would inflate beyond the configured bound: rejected as malformed input."""
+
+
 class FileTooLargeError(DicomServiceError):
-    """The upload (or a deflated dataset once inflated) exceeds the configured bound."""
+    """The upload exceeds the configured size limit."""
 
     status_code = 413
 

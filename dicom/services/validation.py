@@ -28,7 +28,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import FileMetaDataset
 from pydicom.tag import Tag
 
-from dicom.services.errors import FileTooLargeError, InvalidDicomError
+from dicom.services.errors import DeflateBombError, InvalidDicomError
 
 __all__ = ["ValidatedFile", "validate_dicom_file"]
 
@@ -547,7 +547,7 @@ def _check_inflated_size(buf: mmap.mmap, start: int, max_inflated_size: int) -> 
             return  # a truncated stream: the storing pass reports it
         total += len(out)
         if total > max_inflated_size:
-            raise FileTooLargeError(f"deflated dataset inflates beyond {max_inflated_size} bytes")
+            raise DeflateBombError(f"deflated dataset inflates beyond {max_inflated_size} bytes")
 
 
 def _inflate(buf: mmap.mmap, start: int, max_inflated_size: int) -> bytes | mmap.mmap:
@@ -570,7 +570,7 @@ def _inflate(buf: mmap.mmap, start: int, max_inflated_size: int) -> bytes | mmap
                 raise InvalidDicomError("truncated: the deflated dataset ends before its final block")
             total += len(out)
             if total > max_inflated_size:
-                raise FileTooLargeError(f"deflated dataset inflates beyond {max_inflated_size} bytes")
+                raise DeflateBombError(f"deflated dataset inflates beyond {max_inflated_size} bytes")
             if spill is not None:
                 spill.write(out)
             else:
@@ -615,7 +615,7 @@ def validate_dicom_file(
     file. No side effects beyond that temp file, which is gone when the call returns.
 
     Raises :class:`InvalidDicomError` for anything that is not a complete Part 10 file (the detail
-    names tags and offsets, never values) and :class:`FileTooLargeError` when a deflated dataset would
+    names tags and offsets, never values) and :class:`DeflateBombError` when a deflated dataset would
     inflate beyond ``max_inflated_size`` bytes.
     """
     wanted = frozenset(int(tag) for tag in wanted_tags)
