@@ -9,8 +9,12 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+from pydicom import config
 from pydicom._uid_dict import UID_dictionary
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 # Value representations whose values are free or coded text a person could type a name into.
 TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "PN", "UC"})
@@ -87,6 +91,38 @@ def element_vr(element) -> str:
     """VR of a raw or converted element; implicit-VR raw elements fall back to the dictionary."""
     vr = element.VR
     return vr if vr else dictionary_vr(element.tag)
+
+
+def value_strings(value) -> list[str]:
+    """A converted element value as stripped strings (one per value of a multi-valued element)."""
+    if value is None or isinstance(value, bytes):
+        return []
+    if isinstance(value, MultiValue | list | tuple):
+        return [str(item).strip(" \0") for item in value if item is not None and str(item).strip(" \0")]
+    text = str(value).strip(" \0")
+    return [text] if text else []
+
+
+def element_strings(ds: Dataset, tag: int, vr: str) -> list[str]:
+    """The values of a string element as stripped strings, without converting it when possible.
+
+    A raw (not yet converted) string element whose bytes are ASCII without an ISO 2022 escape reads
+    the same in every DICOM character set, so it is decoded here directly; anything else goes
+    through pydicom's conversion (which handles the Specific Character Set).
+    """
+    element = ds.get_item(tag)
+    if element.__class__ is RawDataElement:
+        raw = element.value
+        if raw is None:
+            return []
+        if isinstance(raw, bytes) and raw.isascii() and b"\x1b" not in raw:
+            return [part for part in (item.strip(" \0") for item in raw.decode("ascii").split("\\")) if part]
+    return value_strings(ds[tag].value)
+
+
+def new_element(tag: int, vr: str, value) -> DataElement:
+    """A data element the engine writes; its values are valid by construction, so not re-validated."""
+    return DataElement(tag, vr, value, validation_mode=config.IGNORE)
 
 
 def keyword_of(tag: int) -> str:

@@ -11,10 +11,8 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from pydicom import dcmread
-from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError as PydicomInvalidDicomError
-from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 
@@ -24,13 +22,15 @@ from .attributes import (
     DATE_VRS,
     STRING_VRS,
     TEXT_VRS,
+    element_strings,
     element_vr,
     find_identifier,
     is_instance_uid_tag,
     is_well_known_uid,
+    new_element,
     remove_identifiers,
 )
-from .fingerprint import Fingerprint, collect_identifiers, value_strings
+from .fingerprint import Fingerprint, collect_identifiers
 from .keyed import date_shift_days, keyed_uid, pseudonym_id, pseudonym_name
 from .options import BASIC_PROFILE_CODE, OPTION_CODES, DeidOptions
 from .rules import CLEAN, DUMMY, KEEP, REMOVE, SHIFT, UID, ZERO, RuleSet, ruleset_for
@@ -46,6 +46,15 @@ SOP_INSTANCE_UID = Tag(0x0008, 0x0018)
 STUDY_INSTANCE_UID = Tag(0x0020, 0x000D)
 SERIES_INSTANCE_UID = Tag(0x0020, 0x000E)
 MEDIA_STORAGE_SOP_INSTANCE_UID = Tag(0x0002, 0x0003)
+IMPLEMENTATION_CLASS_UID = Tag(0x0002, 0x0012)
+IMPLEMENTATION_VERSION_NAME = Tag(0x0002, 0x0013)
+PATIENT_IDENTITY_REMOVED = Tag(0x0012, 0x0062)
+DEIDENTIFICATION_METHOD = Tag(0x0012, 0x0063)
+DEIDENTIFICATION_METHOD_CODE_SEQUENCE = Tag(0x0012, 0x0064)
+LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED = Tag(0x0028, 0x0303)
+CODE_VALUE = Tag(0x0008, 0x0100)
+CODING_SCHEME_DESIGNATOR = Tag(0x0008, 0x0102)
+CODE_MEANING = Tag(0x0008, 0x0104)
 # File meta attributes that name the sending or receiving system, or carry private information.
 FILE_META_REMOVED = (
     Tag(0x0002, 0x0016),  # Source Application Entity Title
@@ -84,10 +93,6 @@ DUMMY_VALUES: dict[str, object] = {
     "UV": 0,
 }
 BINARY_DUMMY = b"\x00\x00"
-# Attributes the engine writes itself at the top level.
-ENGINE_WRITTEN_TAGS = frozenset(
-    {Tag(0x0012, 0x0062), Tag(0x0012, 0x0063), Tag(0x0012, 0x0064), Tag(0x0028, 0x0303)}
-)
 
 
 @dataclass
@@ -188,66 +193,66 @@ class _Engine:
         return new
 
     def _remap_uid_element(self, ds: Dataset, tag: int) -> None:
-        value = ds[tag].value
-        if isinstance(value, MultiValue | list):
-            ds[tag] = DataElement(tag, "UI", [self.new_uid(str(uid).strip(" \0")) for uid in value])
-        elif value:
-            ds[tag] = DataElement(tag, "UI", self.new_uid(str(value).strip(" \0")))
+        strings = element_strings(ds, tag, "UI")
+        if len(strings) > 1:
+            ds[tag] = new_element(tag, "UI", [self.new_uid(uid) for uid in strings])
+        elif strings:
+            ds[tag] = new_element(tag, "UI", self.new_uid(strings[0]))
 
     def _clean_text(self, ds: Dataset, tag: int, vr: str) -> bool:
         # Keep the text, minus every identifying string of this dataset. True if something was removed.
         if not self.identifiers:
             return False
-        strings = value_strings(ds[tag].value)
+        strings = element_strings(ds, tag, vr)
         if not strings:
             return False
         text = "\\".join(strings)
         if find_identifier(text, self.identifiers) is None:
             return False
         cleaned = remove_identifiers(text, self.identifiers)
-        ds[tag] = DataElement(tag, vr, cleaned)
+        ds[tag] = new_element(tag, vr, cleaned)
         return True
 
     def _shift_dates(self, ds: Dataset, tag: int, vr: str) -> None:
-        strings = value_strings(ds[tag].value)
+        strings = element_strings(ds, tag, vr)
         if strings:
-            ds[tag] = DataElement(tag, vr, shift_date_value("\\".join(strings), vr, self.shift_days or 0))
+            ds[tag] = new_element(tag, vr, shift_date_value("\\".join(strings), vr, self.shift_days or 0))
 
     def _dummy(self, ds: Dataset, tag: int, vr: str) -> None:
         if tag in (PATIENT_ID, PATIENT_NAME):
             self._pseudonym(ds, tag, vr)
         elif vr == "SQ":
-            ds[tag] = DataElement(tag, "SQ", Sequence([Dataset()]))
+            ds[tag] = new_element(tag, "SQ", Sequence([Dataset()]))
         elif vr == "UI":
-            strings = value_strings(ds[tag].value)
+            strings = element_strings(ds, tag, vr)
             value = [self.new_uid(uid) for uid in strings] if strings else keyed_uid(self.key, "dummy")
-            ds[tag] = DataElement(tag, "UI", value)
+            ds[tag] = new_element(tag, "UI", value)
         elif vr in DUMMY_VALUES:
-            ds[tag] = DataElement(tag, vr, DUMMY_VALUES[vr])
+            ds[tag] = new_element(tag, vr, DUMMY_VALUES[vr])
         else:
-            ds[tag] = DataElement(tag, vr if vr != "OB or OW" else "OB", BINARY_DUMMY)
+            ds[tag] = new_element(tag, vr if vr != "OB or OW" else "OB", BINARY_DUMMY)
 
     def _pseudonym(self, ds: Dataset, tag: int, vr: str) -> None:
-        strings = value_strings(ds[tag].value)
+        strings = element_strings(ds, tag, vr)
         original = "\\".join(strings)
         if tag == PATIENT_ID:
             value = pseudonym_id(self.key, original) if original else ""
         else:
             value = pseudonym_name(self.key, original) if original else ""
-        ds[tag] = DataElement(tag, vr, value)
+        ds[tag] = new_element(tag, vr, value)
 
     def _zero(self, ds: Dataset, tag: int, vr: str) -> None:
         if tag in (PATIENT_ID, PATIENT_NAME):
             # Z allows a dummy: a keyed pseudonym lets a research site link one patient's studies.
             self._pseudonym(ds, tag, vr)
         elif vr == "SQ":
-            ds[tag] = DataElement(tag, "SQ", Sequence())
+            ds[tag] = new_element(tag, "SQ", Sequence())
         elif vr in STRING_VRS:
-            ds[tag] = DataElement(tag, vr, "")
+            ds[tag] = new_element(tag, vr, "")
         elif vr in DUMMY_VALUES:
-            ds[tag] = DataElement(tag, vr, None)
+            ds[tag] = new_element(tag, vr, None)
         else:
-            ds[tag] = DataElement(tag, vr if vr != "OB or OW" else "OB", b"")
+            ds[tag] = new_element(tag, vr if vr != "OB or OW" else "OB", b"")
 
     # -- the walk --------------------------------------------------------------------------------
 
@@ -335,7 +340,7 @@ class _Engine:
             for tag in private_tags:
                 element = tag & 0xFFFF
                 if 0x0010 <= element <= 0x00FF:
-                    strings = value_strings(ds[tag].value)
+                    strings = element_strings(ds, tag, "LO")
                     if strings:
                         creators[(tag >> 16, element)] = strings[0]
             for tag in private_tags:
@@ -380,7 +385,7 @@ def _method_codes(options: DeidOptions) -> list[tuple[str, str]]:
 def _refuse_burned_in(ds: Dataset, options: DeidOptions) -> None:
     if BURNED_IN_ANNOTATION not in ds:
         return
-    strings = value_strings(ds[BURNED_IN_ANNOTATION].value)
+    strings = element_strings(ds, BURNED_IN_ANNOTATION, "CS")
     if strings and strings[0].upper() == "YES" and not options.accept_burned_in_annotation:
         raise DeidentificationRefusedError(
             "(0028,0301) BurnedInAnnotation is YES: the pixel data may show identifying text; "
@@ -409,26 +414,30 @@ def deidentify_dataset(ds: Dataset, *, options: DeidOptions, key: bytes) -> Deid
     engine.walk(ds)
 
     codes = _method_codes(options)
-    ds.PatientIdentityRemoved = "YES"
+    ds[PATIENT_IDENTITY_REMOVED] = new_element(PATIENT_IDENTITY_REMOVED, "CS", "YES")
     method = [f"DICOMSVC PS3.15-{rules.edition} Basic Profile", *(meaning for _, meaning in codes[1:])]
     if options.accept_burned_in_annotation:
         method.append("Burned-in annotation not removed")
-    ds.DeidentificationMethod = method if len(method) > 1 else method[0]
+    ds[DEIDENTIFICATION_METHOD] = new_element(DEIDENTIFICATION_METHOD, "LO", method)
     code_items = []
     for value, meaning in codes:
         item = Dataset()
-        item.CodeValue = value
-        item.CodingSchemeDesignator = "DCM"
-        item.CodeMeaning = meaning
+        item[CODE_VALUE] = new_element(CODE_VALUE, "SH", value)
+        item[CODING_SCHEME_DESIGNATOR] = new_element(CODING_SCHEME_DESIGNATOR, "SH", "DCM")
+        item[CODE_MEANING] = new_element(CODE_MEANING, "LO", meaning)
         code_items.append(item)
-    ds.DeidentificationMethodCodeSequence = Sequence(code_items)
+    ds[DEIDENTIFICATION_METHOD_CODE_SEQUENCE] = new_element(
+        DEIDENTIFICATION_METHOD_CODE_SEQUENCE, "SQ", Sequence(code_items)
+    )
     if options.retain_full_dates:
         temporal = "UNMODIFIED"
     elif options.retain_modified_dates:
         temporal = "MODIFIED"
     else:
         temporal = "REMOVED"
-    ds.LongitudinalTemporalInformationModified = temporal
+    ds[LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED] = new_element(
+        LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED, "CS", temporal
+    )
 
     file_meta = getattr(ds, "file_meta", None)
     if file_meta is not None:
@@ -453,7 +462,7 @@ def deidentify_dataset(ds: Dataset, *, options: DeidOptions, key: bytes) -> Deid
 def _uid_of(ds: Dataset, tag: int) -> str | None:
     if tag not in ds:
         return None
-    strings = value_strings(ds[tag].value)
+    strings = element_strings(ds, tag, "UI")
     return strings[0] if strings else None
 
 
@@ -463,11 +472,15 @@ def _deidentify_file_meta(ds: Dataset, file_meta: Dataset, engine: _Engine) -> N
             del file_meta[tag]
     new_sop = _uid_of(ds, SOP_INSTANCE_UID)
     if new_sop is not None:
-        file_meta.MediaStorageSOPInstanceUID = new_sop
+        file_meta[MEDIA_STORAGE_SOP_INSTANCE_UID] = new_element(MEDIA_STORAGE_SOP_INSTANCE_UID, "UI", new_sop)
     elif MEDIA_STORAGE_SOP_INSTANCE_UID in file_meta and engine.remap_uids:
         engine._remap_uid_element(file_meta, MEDIA_STORAGE_SOP_INSTANCE_UID)
-    file_meta.ImplementationClassUID = PROJECT_IMPLEMENTATION_CLASS_UID
-    file_meta.ImplementationVersionName = PROJECT_IMPLEMENTATION_VERSION_NAME
+    file_meta[IMPLEMENTATION_CLASS_UID] = new_element(
+        IMPLEMENTATION_CLASS_UID, "UI", PROJECT_IMPLEMENTATION_CLASS_UID
+    )
+    file_meta[IMPLEMENTATION_VERSION_NAME] = new_element(
+        IMPLEMENTATION_VERSION_NAME, "SH", PROJECT_IMPLEMENTATION_VERSION_NAME
+    )
 
 
 def deidentify_file(

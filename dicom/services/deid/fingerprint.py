@@ -10,15 +10,16 @@ lives only in memory for the duration of one de-identification and is never logg
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
 from pydicom.tag import Tag
 
 from .attributes import (
     BINARY_VRS,
     DATE_VRS,
     IDENTIFYING_TAGS,
+    element_strings,
     element_vr,
     identifier_strings,
     is_instance_uid_tag,
@@ -31,24 +32,13 @@ PATIENT_NAME = Tag(0x0010, 0x0010)
 STUDY_INSTANCE_UID = Tag(0x0020, 0x000D)
 
 
+@lru_cache(maxsize=1)
 def _tags_that_may_be_blanked() -> frozenset[int]:
     # Every exact row whose Basic Profile action can end in Z or D: their original values are kept
     # so the verification pass can tell a dummy from the original.
     return frozenset(
         tag for tag, basic, _required, _options in load_rules()["exact"] if "Z" in basic or "D" in basic
     )
-
-
-def value_strings(value) -> list[str]:
-    """A converted element value as stripped strings (one per value of a multi-valued element)."""
-    if value is None:
-        return []
-    if isinstance(value, bytes):
-        return []
-    if isinstance(value, MultiValue | list | tuple):
-        return [str(item).strip(" \0") for item in value if item is not None and str(item).strip(" \0")]
-    text = str(value).strip(" \0")
-    return [text] if text else []
 
 
 @dataclass
@@ -114,7 +104,7 @@ def collect_identifiers(ds: Dataset) -> Fingerprint:
 def _first_string(ds: Dataset, tag: int) -> str | None:
     if tag not in ds:
         return None
-    values = value_strings(ds[tag].value)
+    values = element_strings(ds, tag, element_vr(ds.get_item(tag)))
     return values[0] if values else None
 
 
@@ -133,7 +123,7 @@ def _collect(ds: Dataset, fingerprint: Fingerprint, blanked: frozenset[int]) -> 
         wanted = wanted_uid or vr == "PN" or vr in DATE_VRS or tag in IDENTIFYING_TAGS or tag in blanked
         if not wanted:
             continue
-        strings = value_strings(ds[tag].value)
+        strings = element_strings(ds, tag, vr)
         if not strings:
             continue
         if wanted_uid:

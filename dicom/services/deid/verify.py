@@ -22,8 +22,15 @@ from pydicom.tag import Tag
 
 from dicom.services.errors import DeidentificationVerificationError
 
-from .attributes import TEXT_VRS, describe, element_vr, find_identifier, is_instance_uid_tag
-from .fingerprint import Fingerprint, value_strings
+from .attributes import (
+    TEXT_VRS,
+    describe,
+    element_strings,
+    element_vr,
+    find_identifier,
+    is_instance_uid_tag,
+)
+from .fingerprint import Fingerprint
 from .options import DeidOptions
 from .rules import DUMMY, REMOVE, ZERO, RuleSet, ruleset_for
 
@@ -78,19 +85,19 @@ class _Verifier:
             if (
                 self.uids
                 and is_instance_uid_tag(tag)
-                and any(uid in self.uids for uid in value_strings(ds[tag].value))
+                and any(uid in self.uids for uid in element_strings(ds, tag, vr))
             ):
                 self.fail(tag, "still holds an original UID")
             return
         if action in (ZERO, DUMMY):
             originals = self.fingerprint.blanked_values(tag)
             if originals:
-                for value in value_strings(ds[tag].value):
+                for value in element_strings(ds, tag, vr):
                     if value in originals and value not in NOT_IDENTIFYING_VALUES:
                         self.fail(tag, "still holds its original value")
             return
         if vr in TEXT_VRS and self.identifiers:
-            strings = value_strings(ds[tag].value)
+            strings = element_strings(ds, tag, vr)
             if strings and find_identifier("\\".join(strings), self.identifiers) is not None:
                 self.fail(tag, "contains an identifying value of the original")
 
@@ -101,7 +108,7 @@ class _Verifier:
         for tag in private:
             element = tag & 0xFFFF
             if 0x0010 <= element <= 0x00FF:
-                strings = value_strings(ds[tag].value)
+                strings = element_strings(ds, tag, "LO")
                 creators[(tag >> 16, element)] = strings[0] if strings else ""
         used_blocks = set()
         for tag in private:
@@ -142,6 +149,6 @@ def verify_deidentified(ds: Dataset, fingerprint: Fingerprint, *, options: DeidO
             if (
                 element_vr(file_meta.get_item(tag)) == "UI"
                 and is_instance_uid_tag(tag)
-                and any(uid in verifier.uids for uid in value_strings(file_meta[tag].value))
+                and any(uid in verifier.uids for uid in element_strings(file_meta, tag, "UI"))
             ):
                 verifier.fail(tag, "still holds an original UID")
