@@ -4,4 +4,5 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/dicom/", include("dicom.api.urls")),
+    path("", include("dicom.urls")),
 ]

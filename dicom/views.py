@@ -1,0 +1,75 @@
+"""Views outside the API: the preview image of a file, as the admin's pages show it.
+
+Thin: the access rule is the API's (``selectors.get_visible_file``), the patient data rule is the
+``dicom.view_phi`` permission, the image comes from ``services.previews``.
+"""
+
+import uuid
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.views.decorators.http import require_GET
+
+from audit.models import AuditLog
+from audit.services import Actor, record
+from dicom.services.errors import FileNotFoundInServiceError
+from dicom.services.previews import VARIANT_SIZES, get_preview
+from dicom.services.selectors import get_visible_file
+
+VIEW_PHI = "dicom.view_phi"
+
+
+def client_address(request: HttpRequest) -> str | None:
+    return request.META.get("REMOTE_ADDR") or None
+
+
+@require_GET
+@login_required(login_url="admin:login")
+def preview(request: HttpRequest, file_id: str, variant: str) -> HttpResponse:
+    """Answer the PNG preview of one file, or 404 for a file the user may not see.
+
+    Audited (``preview``): every full-size preview, every preview showing an original's pixels, and
+    every refusal. Thumbnails of de-identified files are not, or each list page would add a row per file.
+    """
+    actor = Actor(user=request.user, client_address=client_address(request))
+    if variant not in VARIANT_SIZES:
+        raise Http404("no such preview")
+    try:
+        dicom_file = get_visible_file(user=request.user, file_id=file_id)
+    except FileNotFoundInServiceError as error:
+        record(
+            actor=actor,
+            action=AuditLog.Action.PREVIEW,
+            success=False,
+            file_id=_uuid_or_none(file_id),
+            status_code=404,
+            reason=error.detail,
+        )
+        raise Http404(error.detail) from None
+
+    result = get_preview(
+        dicom_file=dicom_file, variant=variant, show_original=request.user.has_perm(VIEW_PHI)
+    )
+    if variant == "full" or (result.is_image and not dicom_file.anonymized):
+        record(
+            actor=actor,
+            action=AuditLog.Action.PREVIEW,
+            success=result.is_image,
+            file_id=dicom_file.id,
+            status_code=200,
+            reason="" if result.is_image else f"{variant} preview not shown: {result.kind}",
+        )
+
+    response = HttpResponse(result.png, content_type="image/png")
+    response["X-Preview-Kind"] = str(result.kind)
+    # A rendered image never changes (files are immutable); a placeholder depends on the user or on a
+    # file still processing. Either way, only the user's own browser may keep it.
+    response["Cache-Control"] = "private, max-age=3600" if result.is_image else "private, no-cache"
+    return response
+
+
+def _uuid_or_none(raw: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        return None
