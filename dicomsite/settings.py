@@ -40,9 +40,11 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "django_tasks",
-    "django_tasks_db",
+    # "dicom" comes before "django_tasks_db" so that its db_worker (with heartbeats and the reaper
+    # of abandoned jobs) is the one `manage.py db_worker` runs.
     "audit",
     "dicom",
+    "django_tasks_db",
 ]
 
 MIDDLEWARE = [
@@ -101,6 +103,7 @@ def _database_from_url(url: str) -> dict:
 
 
 def _sqlite(path: str) -> dict:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     # Several uploading clients and a worker write at once: WAL lets readers go on while one writes,
     # IMMEDIATE takes the write lock at BEGIN (a read-then-write transaction cannot upgrade its lock
     # later, and the busy timeout does not help then), and the timeout makes writers queue.
@@ -191,6 +194,14 @@ DICOM_DEID_DEFAULT_OPTIONS = env_list("DICOM_DEID_DEFAULT_OPTIONS", [])
 DICOM_TOKEN_CACHE_SECONDS = env_int("DICOM_TOKEN_CACHE_SECONDS", 30, minimum=0)
 DICOM_SYSTEM_USERNAME = env_str("DICOM_SYSTEM_USERNAME", "dicom-system")
 DICOM_JOB_MAX_ATTEMPTS = env_int("DICOM_JOB_MAX_ATTEMPTS", 3, minimum=1)
+# Workers refresh a heartbeat this often; a RUNNING job whose worker has not been seen for
+# DICOM_WORKER_STALE_SECONDS is taken back (its worker was killed) and tried again.
+DICOM_WORKER_HEARTBEAT_SECONDS = env_int("DICOM_WORKER_HEARTBEAT_SECONDS", 5, minimum=1)
+DICOM_WORKER_STALE_SECONDS = env_int("DICOM_WORKER_STALE_SECONDS", 30, minimum=2)
+# A job that raised is tried again after this many seconds times its attempt number.
+DICOM_JOB_RETRY_DELAY_SECONDS = env_int("DICOM_JOB_RETRY_DELAY_SECONDS", 10, minimum=0)
+# Tests only: every job and bulk item sleeps this long first, so a test can kill a worker mid-job.
+DICOM_TEST_JOB_DELAY_MS = env_int("DICOM_TEST_JOB_DELAY_MS", 0, minimum=0)
 
 TASKS = {
     "default": {
