@@ -1,11 +1,22 @@
-"""Background jobs, run by ``python manage.py db_worker``. Arguments are JSON (file ids as text)."""
+"""Background jobs, run by ``python manage.py db_worker``. Arguments are JSON (file ids as text).
+
+Both jobs are idempotent (see the services they call), so a job taken up again after its worker
+died, or tried again after it raised, ends with one output.
+"""
 
 from django_tasks import task
 
 from dicom.services.anonymization import run_anonymization
+from dicom.services.bulk import run_items_job
 
 
 @task()
 def anonymize_file_task(file_id: str) -> str:
     """De-identify the source of the ``processing`` file ``file_id``; see ``run_anonymization``."""
     return run_anonymization(file_id=file_id)
+
+
+@task()
+def anonymize_bulk_items_task(run_id: str, item_ids: list[int]) -> dict:
+    """Do the unfinished items ``item_ids`` of bulk run ``run_id``; see ``run_items_job``."""
+    return run_items_job(run_id=run_id, item_ids=item_ids)

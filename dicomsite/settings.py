@@ -1,11 +1,14 @@
 """Settings for the DICOM service, read once from environment variables.
 
-Two shapes: the embedded default (``DJANGO_DEBUG`` unset or true: SQLite and local files under
-``DICOM_DATA_DIR``, nothing to configure) and production (``DJANGO_DEBUG=false``), which refuses to
-start without a real secret key, allowed hosts and a de-identification key.
+Two shapes: the embedded default (SQLite and local files under ``DICOM_DATA_DIR``, secrets created
+there on first start, nothing to configure) and production (``DJANGO_PRODUCTION=true``), which refuses
+to start without a real secret key, allowed hosts and a de-identification key.
 Every variable is documented in ``.env.example`` and the README.
 """
 
+import os
+import secrets
+import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -15,19 +18,41 @@ from dicomsite.env import env_bool, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-DEBUG = env_bool("DJANGO_DEBUG", True)
+# Production refuses to start without real secrets and hosts; the embedded default makes its own.
+PRODUCTION = env_bool("DJANGO_PRODUCTION", False)
+# Debug pages show settings and tracebacks: never on by default, never in production.
+DEBUG = env_bool("DJANGO_DEBUG", False) and not PRODUCTION
 DATA_DIR = Path(env_str("DICOM_DATA_DIR", str(BASE_DIR / "data"))).resolve()
 
-_EMBEDDED_SECRET = "embedded-default-secret-key-do-not-use-in-production"  # noqa: S105
-SECRET_KEY = env_str("DJANGO_SECRET_KEY", "" if not DEBUG else _EMBEDDED_SECRET)
-ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
+
+def _embedded_secret(name: str) -> str:
+    """A random secret created once under DATA_DIR (mode 0600) and read back on every start."""
+    path = DATA_DIR / name
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{name}-")
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_urlsafe(48))
+        try:
+            os.link(temporary, path)  # the first process to link wins; others read its secret
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(temporary)
+    return path.read_text().strip()
+
+
+SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", [] if PRODUCTION else ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
-if not DEBUG:
-    if not SECRET_KEY or SECRET_KEY == _EMBEDDED_SECRET or len(SECRET_KEY) < 32:
+if PRODUCTION:
+    if len(SECRET_KEY) < 32:
         raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set to 32+ random characters in production")
     if not ALLOWED_HOSTS:
         raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS must name the hosts this service answers for")
+elif not SECRET_KEY:
+    SECRET_KEY = _embedded_secret("secret.key")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -187,9 +212,10 @@ DICOM_MAX_SEQUENCE_DEPTH = env_int("DICOM_MAX_SEQUENCE_DEPTH", 16, minimum=1)
 # stable: changing it changes every mapping. In the embedded mode a key is created once under
 # DICOM_DATA_DIR (deid.key); production refuses to start without DICOM_DEID_KEY.
 DICOM_DEID_KEY = env_str("DICOM_DEID_KEY")
-DICOM_DEID_KEY_FILE = DATA_DIR / "deid.key"
-if not DEBUG and len(DICOM_DEID_KEY) < 32:
+if PRODUCTION and len(DICOM_DEID_KEY) < 32:
     raise ImproperlyConfigured("DICOM_DEID_KEY must be set to 32+ random characters in production")
+if not DICOM_DEID_KEY:
+    DICOM_DEID_KEY = _embedded_secret("deid.key")
 DICOM_DEID_DEFAULT_OPTIONS = env_list("DICOM_DEID_DEFAULT_OPTIONS", [])
 DICOM_TOKEN_CACHE_SECONDS = env_int("DICOM_TOKEN_CACHE_SECONDS", 30, minimum=0)
 DICOM_SYSTEM_USERNAME = env_str("DICOM_SYSTEM_USERNAME", "dicom-system")
@@ -230,7 +256,7 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
 
-if not DEBUG:
+if PRODUCTION:
     SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
     CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -8,9 +8,11 @@ taken up again after a crash ends with one stored output and the row ``completed
 
 import logging
 import shutil
+import time
 import uuid
 from pathlib import Path
 
+from django.conf import settings
 from django.db import transaction
 
 from audit.models import AuditLog
@@ -58,13 +60,18 @@ def request_anonymization(*, actor: Actor, source: DicomFile, options: DeidOptio
 def run_anonymization(*, file_id: uuid.UUID | str) -> str:
     """De-identify the source of ``file_id``, store the result and mark the row; return its status.
 
-    A row that is no longer ``processing`` is left alone (the job already ran). Input problems
-    (``DicomServiceError``) end the row ``failed`` with their PHI-free detail; anything else is
-    re-raised after marking it failed with a generic detail, so the worker records the error too.
+    A row that is no longer ``processing`` is left alone (the job already ran), and the output's
+    key comes from the row's id, so a job taken up again after its worker died overwrites the
+    same object and completes the row once. Input problems (``DicomServiceError``) end the row
+    ``failed`` with their PHI-free detail; anything else is re-raised with the row still
+    ``processing``: the worker tries the job again, and after ``DICOM_JOB_MAX_ATTEMPTS`` marks it
+    failed (``dicom.services.jobs.retry_or_give_up``).
     """
     dicom_file = DicomFile.objects.select_related("source", "owner").filter(pk=file_id).first()
     if dicom_file is None or dicom_file.status != DicomFile.Status.PROCESSING:
         return dicom_file.status if dicom_file is not None else "missing"
+    if settings.DICOM_TEST_JOB_DELAY_MS:
+        time.sleep(settings.DICOM_TEST_JOB_DELAY_MS / 1000)
     key = storage.key_for(dicom_file.id)
     try:
         _produce(dicom_file, key)
@@ -74,9 +81,15 @@ def run_anonymization(*, file_id: uuid.UUID | str) -> str:
     except Exception:
         logger.exception("anonymization job for file %s failed unexpectedly", dicom_file.id)
         storage.delete(key)
-        _fail(dicom_file, "internal error while de-identifying; see the worker's log")
         raise
     return DicomFile.Status.COMPLETED
+
+
+def give_up_anonymization(*, file_id: uuid.UUID | str, detail: str) -> None:
+    """Mark the ``processing`` file ``file_id`` failed with ``detail``: its job will not run again."""
+    dicom_file = DicomFile.objects.select_related("owner").filter(pk=file_id).first()
+    if dicom_file is not None:
+        _fail(dicom_file, detail)
 
 
 def _produce(dicom_file: DicomFile, key: str) -> None:
