@@ -209,7 +209,7 @@ class _Engine:
         text = "\\".join(strings)
         if find_identifier(text, self.identifiers) is None:
             return False
-        cleaned = remove_identifiers(text, self.identifiers)
+        cleaned = remove_identifiers(text, self.identifiers).strip()
         ds[tag] = new_element(tag, vr, cleaned)
         return True
 
