@@ -18,12 +18,8 @@ def _isolated_storage(settings, tmp_path):
         },
     }
     settings.DICOM_DEID_KEY = "test-key-0123456789abcdef0123456789abcdef"
-    from dicom.services.keys import deid_key
-
-    deid_key.cache_clear()
     clear_token_cache()
     yield tmp_path / "files"
-    deid_key.cache_clear()
     clear_token_cache()
 
 
