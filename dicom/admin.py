@@ -333,7 +333,11 @@ class DicomFileAdmin(admin.ModelAdmin):
             "title": "Anonymize selected files",
             "opts": self.opts,
             "form": form,
-            "files": list(queryset.order_by("-created_at").only("id", "status", "anonymized", "modality")),
+            "files": list(
+                queryset.select_related(None)
+                .order_by("-created_at")
+                .only("id", "status", "anonymized", "modality")
+            ),
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
             "action_name": "anonymize_selected",
         }
