@@ -90,7 +90,11 @@ def dictionary_vr(tag: int) -> str:
 def element_vr(element) -> str:
     """VR of a raw or converted element; implicit-VR raw elements fall back to the dictionary."""
     vr = element.VR
-    return vr if vr else dictionary_vr(element.tag)
+    if vr and vr != "UN":
+        return vr
+    # Implicit VR, or UN for a public tag the dictionary knows: pydicom converts both to the
+    # dictionary's VR, so the rules must see that VR too.
+    return dictionary_vr(element.tag) if not vr or not element.tag >> 16 & 1 else vr
 
 
 def value_strings(value) -> list[str]:
