@@ -509,7 +509,7 @@ def record_outcomes(*, run: BulkRun, actor: Actor, outcomes: list[Outcome]) -> i
     user = actor.user if actor.user is not None and actor.user.is_authenticated else None
     with transaction.atomic():
         items = list(
-            BulkItem.objects.select_for_update()
+            BulkItem.objects.select_for_update(of=("self",))
             .filter(pk__in=by_item, run=run)
             .exclude(status=BulkItem.Status.DONE)
             .select_related("source_file")
