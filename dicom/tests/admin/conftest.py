@@ -16,6 +16,12 @@ OPERATOR_PERMISSIONS = (*VIEWER_PERMISSIONS, "dicom.change_dicomfile")
 PASSWORD = "staff-password-123"
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    # The default hasher takes a good part of a second per user; these tests create and log in many.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 def grant(user, *names: str):
     for name in names:
         app_label, codename = name.split(".")
