@@ -257,6 +257,7 @@ class DicomFileAdmin(admin.ModelAdmin):
             "preview_url": reverse("dicom-preview", args=[dicom_file.id, "full"]),
             "metadata_groups": metadata_groups(dicom_file, show_phi=show_phi),
             "phi_masked": not shows_phi(dicom_file, show_phi=show_phi),
+            "preview_note": _preview_note(dicom_file, show_phi=show_phi),
             "derived_files": list(dicom_file.derived_files.order_by("-created_at")[:100]),
             "audit_rows": list(AuditLog.objects.filter(file_id=dicom_file.id)[:AUDIT_ROWS_ON_PAGE]),
             "audit_trail_url": reverse("admin:audit_auditlog_changelist") + f"?q={dicom_file.id}",
@@ -414,6 +415,13 @@ def _file_rows(queryset: QuerySet, *, show_phi: bool) -> Iterator[list]:
             dicom_file.sop_instance_uid,
             patient_id,
         ]
+
+
+def _preview_note(dicom_file: DicomFile, *, show_phi: bool) -> str:
+    """A caption for what the page can tell without rendering; the image itself says why it failed."""
+    if dicom_file.is_ready and not shows_phi(dicom_file, show_phi=show_phi):
+        return "Preview withheld: this is an original with patient data, shown only with the patient data permission."
+    return ""
 
 
 def _download_refusal(dicom_file: DicomFile, *, show_phi: bool) -> str:

@@ -140,6 +140,7 @@ def test_file_page_masks_patient_fields_without_permission(client, plain_staff, 
     assert html.count("•••") >= 3
     assert "patient data masked" in html
     assert "Download (not available" in html
+    assert "Preview withheld" in html
 
 
 def test_download_is_audited_and_refused_for_originals_without_permission(
