@@ -405,3 +405,26 @@ def test_output_declares_the_profile_and_the_report_holds_no_patient_data():
 def test_empty_key_refused():
     with pytest.raises(ValueError, match="key"):
         deidentify_dataset(make_dataset(), options=BASIC, key=b"")
+
+
+def test_date_shift_handles_multiple_values_ranges_and_datetimes():
+    from dicom.services.deid.engine import shift_date_value
+
+    assert shift_date_value("20200301", "DA", 1) == "20200229"
+    assert shift_date_value("20200301\\20200302", "DA", 1) == "20200229\\20200301"
+    assert shift_date_value("20200301-20200310", "DA", 10) == "20200220-20200229"
+    assert shift_date_value("20200301101500.5+0100", "DT", 1) == "20200229101500.5+0100"
+    assert shift_date_value("2020", "DT", 400) == "2019"
+    assert shift_date_value("20201345", "DA", 1) == ""  # not a date: nothing of it survives
+
+
+def test_dataset_without_file_meta():
+    ds = make_dataset()
+    del ds.file_meta
+    report = deidentify_dataset(ds, options=BASIC, key=KEY)
+    assert report.new_sop_instance_uid == ds.SOPInstanceUID
+    assert (
+        not hasattr(ds, "file_meta")
+        or ds.file_meta is None
+        or "MediaStorageSOPInstanceUID" not in ds.file_meta
+    )
