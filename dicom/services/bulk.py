@@ -33,6 +33,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 from django.db.models import Count, Exists, OuterRef, QuerySet
+from django.utils import timezone
 
 from audit.models import AuditLog
 from audit.services import Actor, record
@@ -364,8 +365,8 @@ def work_spec(run: BulkRun) -> WorkSpec:
     )
 
 
-def run_counts(run: BulkRun) -> RunCounts:
-    """The run's items counted by status (one query); also saved on the run for the admin."""
+def run_counts(run: BulkRun, *, save: bool = True) -> RunCounts:
+    """The run's items counted by status (one query); with ``save`` also stored on the run for the admin."""
     by_status = dict(run.items.values_list("status").annotate(n=Count("pk")).values_list("status", "n"))
     counts = RunCounts(
         total=sum(by_status.values()),
@@ -375,6 +376,8 @@ def run_counts(run: BulkRun) -> RunCounts:
         not_dicom=by_status.get(BulkItem.Status.NOT_DICOM, 0),
         pending=by_status.get(BulkItem.Status.PENDING, 0) + by_status.get(BulkItem.Status.QUEUED, 0),
     )
+    if not save:
+        return counts
     BulkRun.objects.filter(pk=run.pk).update(
         total=counts.total,
         done=counts.done,
@@ -534,7 +537,18 @@ def record_outcomes(*, run: BulkRun, actor: Actor, outcomes: list[Outcome]) -> i
                 )
             )
         DicomFile.objects.bulk_create(files, ignore_conflicts=True)
-        BulkItem.objects.bulk_update(items, ["status", "detail", "output_path", "updated_at"])
+        # Most of a batch shares one status and detail: one UPDATE per pair is far cheaper than
+        # bulk_update's CASE over every row and field; only the output paths differ per row.
+        groups: dict[tuple[str, str], list[int]] = {}
+        for item in items:
+            groups.setdefault((item.status, item.detail), []).append(item.pk)
+        for (status, detail), ids in groups.items():
+            BulkItem.objects.filter(pk__in=ids).update(
+                status=status, detail=detail, updated_at=timezone.now()
+            )
+        with_paths = [item for item in items if item.output_path]
+        if with_paths:
+            BulkItem.objects.bulk_update(with_paths, ["output_path"])
         # One INSERT for the batch: audit.services.record writes one row per call.
         AuditLog.objects.bulk_create(audits)
     return len(items)

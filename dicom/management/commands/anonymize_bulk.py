@@ -312,11 +312,10 @@ class Command(BaseCommand):
         progress = Progress(stream=self.stdout._out, total=before.total, initial=before.finished)
         try:
             while True:
-                counts = bulk.run_counts(run)
+                # Reads only: the workers are the writers while the run goes on.
+                counts = bulk.run_counts(run, save=False)
                 progress.update_to(counts.finished)
-                if not run.items.filter(
-                    status__in=[BulkItem.Status.PENDING, BulkItem.Status.QUEUED]
-                ).exists():
+                if not counts.pending:
                     break
                 # A job given up or lost leaves its items queued without a live job: put them back.
                 if bulk.reclaim_orphaned_items(run):
