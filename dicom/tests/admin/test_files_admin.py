@@ -254,3 +254,17 @@ def test_csv_export_masks_patient_ids_of_originals(client, plain_staff, user):
     assert rows[1][0] == str(original.id) and rows[1][-1] == "•••"
     assert original.patient_id not in "".join(rows[1])
     assert AuditLog.objects.filter(action="view", reason="admin CSV export of 1 files").exists()
+
+
+def test_anonymize_selected_refuses_more_than_the_bound(client, plain_staff, user, monkeypatch):
+    import dicom.admin
+
+    monkeypatch.setattr(dicom.admin, "MAX_BULK_ANONYMIZE", 1)
+    files = [store_test_file("CT_small.dcm", owner=user), store_test_file("MR_small.dcm", owner=user)]
+    response = login(client, plain_staff).post(
+        CHANGELIST,
+        {"action": "anonymize_selected", "_selected_action": [str(f.id) for f in files], "apply": "1"},
+        follow=True,
+    )
+    assert "2 files selected: at most 1 can be anonymized at once" in response.content.decode()
+    assert not DicomFile.objects.filter(source__in=files).exists()

@@ -114,3 +114,24 @@ def test_a_file_without_pixel_data_gets_a_placeholder(client, phi_staff, user):
     assert response.status_code == 200
     assert response["X-Preview-Kind"] == "no-image"
     assert image(response).size == (512, 512)
+
+
+def test_an_undecodable_file_shows_why_and_its_page_still_works(client, phi_staff):
+    from pathlib import Path
+
+    from pydicom.data import get_testdata_file
+
+    from dicom.models import DicomFile
+    from dicom.tests.factories import DicomFileFactory
+
+    # Stored bytes whose pixel data is cut short (as after storage corruption: upload would refuse it).
+    dicom_file = DicomFileFactory(anonymized=True)
+    key = storage.key_for(dicom_file.id)
+    storage.store_bytes(data=Path(get_testdata_file("MR_truncated.dcm")).read_bytes(), key=key)
+    DicomFile.objects.filter(pk=dicom_file.pk).update(storage_key=key)
+    login(client, phi_staff)
+    response = client.get(url(dicom_file, "full"))
+    assert response.status_code == 200
+    assert response["X-Preview-Kind"] == "error"
+    assert image(response).size == (512, 512)
+    assert client.get(f"/admin/dicom/dicomfile/{dicom_file.id}/change/").status_code == 200
