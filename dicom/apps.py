@@ -13,3 +13,6 @@ class DicomConfig(AppConfig):
         # against its VR (the validator has already checked the structure, and a value that breaks
         # VR rules must still be readable to be de-identified); writing keeps pydicom's checks.
         pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+
+        # The admin of the bulk runs and workers lives beside dicom/admin.py, in its own module.
+        import dicom.admin_jobs  # noqa: F401
