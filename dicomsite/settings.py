@@ -180,7 +180,8 @@ elif DICOM_STORAGE == "s3":
             "secret_key": env_str("DICOM_S3_SECRET_ACCESS_KEY") or None,
             "location": env_str("DICOM_S3_PREFIX", ""),
             "default_acl": None,
-            "file_overwrite": False,
+            # Keys are made by the service from UUIDs; a retried job rewrites its own key.
+            "file_overwrite": True,
             "querystring_auth": True,
         },
     }

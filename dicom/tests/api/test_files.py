@@ -1,7 +1,6 @@
 import uuid
 
 import pytest
-from django_tasks_db.management.commands.db_worker import Worker
 from django_tasks_db.models import DBTaskResult
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
@@ -9,6 +8,7 @@ from pydicom.data import get_testdata_file
 from audit.models import AuditLog
 from dicom.models import DicomFile
 from dicom.services.anonymization import run_anonymization
+from dicom.tests.jobs import run_worker
 
 pytestmark = pytest.mark.django_db
 
@@ -21,27 +21,6 @@ def upload(client, path=CT_SMALL, **fields) -> str:
         response = client.post("/api/dicom/upload", {"file": handle, **fields}, format="multipart")
     assert response.status_code == 200, response.content
     return response.json()["file_id"]
-
-
-def run_worker() -> None:
-    """Run every ready job through django-tasks-db's own worker code, in this test's transaction.
-
-    (The worker's loop closes connections between polls, which would end the test transaction;
-    the claim-and-run steps are the same.)
-    """
-    worker = Worker(
-        queue_names=["default"],
-        interval=0,
-        batch=True,
-        backend_name="default",
-        startup_delay=False,
-        max_tasks=None,
-        worker_id="test-worker",
-        excluded_queue_names=[],
-    )
-    while (job := DBTaskResult.objects.ready().get_locked()) is not None:
-        job.claim(worker.worker_id)
-        worker.run_task(job)
 
 
 @pytest.mark.parametrize("suffix", ["", "/"])
