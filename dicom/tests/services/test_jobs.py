@@ -1,0 +1,174 @@
+"""Jobs that survive their workers: the reaper, retries with a bound, giving up with a reason."""
+
+import datetime as dt
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
+
+from audit.models import AuditLog
+from audit.services import Actor
+from dicom.models import BulkItem, BulkRun, DicomFile, WorkerHeartbeat
+from dicom.services import jobs
+from dicom.services.anonymization import request_anonymization
+from dicom.services.deid import DeidOptions
+from dicom.services.ingest import IngestRequest, ingest_file
+from dicom.tests.commands.conftest import write_instance
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def queued(user, tmp_path):
+    """A derived file ``processing`` with its job READY, from a stored original of ``user``."""
+    staged = write_instance(tmp_path / "original.dcm", 1)
+    request = IngestRequest(
+        staged_path=staged, sha256=None, anonymize=False, study_type="ct", options=DeidOptions()
+    )
+    original = ingest_file(request=request, actor=Actor(user=user))
+    derived = request_anonymization(actor=Actor(user=user), source=original, options=DeidOptions())
+    return derived, DBTaskResult.objects.get()
+
+
+def claim(task: DBTaskResult, worker: str, *, started: dt.datetime) -> None:
+    task.status, task.started_at = "RUNNING", started
+    task.worker_ids = [*task.worker_ids, worker]
+    task.save()
+
+
+def test_a_running_job_of_a_live_worker_is_left_alone(queued):
+    _, task = queued
+    now = timezone.now()
+    jobs.beat(worker_id="alive", now=now)
+    claim(task, "alive", started=now - dt.timedelta(hours=1))
+    assert jobs.reap_abandoned_jobs(now=now).requeued == []
+    task.refresh_from_db()
+    assert task.status == "RUNNING"
+
+
+# The worker runs in-process: its heartbeat thread has its own connection, so rows must be committed.
+@pytest.mark.django_db(transaction=True)
+def test_a_running_job_of_a_stale_worker_goes_back_to_the_queue(queued, settings):
+    derived, task = queued
+    now = timezone.now()
+    jobs.beat(worker_id="gone", now=now - dt.timedelta(seconds=settings.DICOM_WORKER_STALE_SECONDS + 1))
+    claim(task, "gone", started=now - dt.timedelta(minutes=5))
+
+    assert jobs.reap_abandoned_jobs(now=now).requeued == [str(task.pk)]
+    task.refresh_from_db()
+    assert task.status == "READY" and task.started_at is None and task.worker_ids == ["gone"]
+    derived.refresh_from_db()
+    assert derived.status == DicomFile.Status.PROCESSING
+
+    # The requeued job runs (here in-process) and completes the file once.
+    call_command("db_worker", "--batch", "--no-startup-delay", "--no-reload", "--interval", "0", verbosity=0)
+    task.refresh_from_db()
+    derived.refresh_from_db()
+    assert task.status == "SUCCESSFUL" and len(task.worker_ids) == 2
+    assert derived.status == DicomFile.Status.COMPLETED
+    assert AuditLog.objects.filter(file_id=derived.id, action=AuditLog.Action.JOB).count() == 1
+
+
+def test_a_worker_without_heartbeat_is_gone_once_its_job_is_older_than_the_stale_limit(queued, settings):
+    _, task = queued
+    now = timezone.now()
+    claim(task, "never-beat", started=now - dt.timedelta(seconds=5))
+    assert jobs.reap_abandoned_jobs(now=now).requeued == []
+    later = now + dt.timedelta(seconds=settings.DICOM_WORKER_STALE_SECONDS + 10)
+    assert jobs.reap_abandoned_jobs(now=later).requeued == [str(task.pk)]
+
+
+def test_a_restarted_worker_reclaims_its_own_jobs(queued):
+    _, task = queued
+    now = timezone.now()
+    jobs.beat(worker_id="same-id", now=now)
+    claim(task, "same-id", started=now)
+    assert jobs.reap_abandoned_jobs(now=now, dead_worker_ids=("same-id",)).requeued == [str(task.pk)]
+
+
+def test_a_job_whose_workers_keep_dying_is_given_up_with_the_reason(queued, settings):
+    derived, task = queued
+    settings.DICOM_JOB_MAX_ATTEMPTS = 3
+    now = timezone.now()
+    for attempt in range(3):
+        claim(task, f"w{attempt}", started=now - dt.timedelta(hours=1))
+        result = jobs.reap_abandoned_jobs(now=now)
+        task.refresh_from_db()
+    assert result.gave_up == [str(task.pk)]
+    assert task.status == "FAILED" and "gave up after 3 attempts" in task.traceback
+    derived.refresh_from_db()
+    assert derived.status == DicomFile.Status.FAILED
+    assert derived.failure_detail.startswith("gave up after 3 attempts")
+    failure = AuditLog.objects.get(file_id=derived.id, action=AuditLog.Action.JOB)
+    assert not failure.success and "gave up after 3 attempts" in failure.reason
+
+
+# The worker runs in-process: its heartbeat thread has its own connection, so rows must be committed.
+@pytest.mark.django_db(transaction=True)
+def test_a_job_that_raises_is_retried_then_given_up(queued, settings, storage_root):
+    derived, task = queued
+    settings.DICOM_JOB_MAX_ATTEMPTS = 2
+    settings.DICOM_JOB_RETRY_DELAY_SECONDS = 0
+    # A real failure: the source's stored bytes are gone, so reading them raises (not a DicomServiceError).
+    (storage_root / derived.source.storage_key).unlink()
+    worker = ("db_worker", "--batch", "--no-startup-delay", "--no-reload", "--interval", "0")
+
+    call_command(*worker, "--max-tasks", "1", verbosity=0)
+    task.refresh_from_db()
+    derived.refresh_from_db()
+    assert task.status == "READY" and len(task.worker_ids) == 1
+    assert derived.status == DicomFile.Status.PROCESSING
+
+    call_command(*worker, "--max-tasks", "1", verbosity=0)
+    task.refresh_from_db()
+    derived.refresh_from_db()
+    assert task.status == "FAILED" and len(task.worker_ids) == 2
+    assert derived.status == DicomFile.Status.FAILED
+    assert derived.failure_detail.startswith("gave up after 2 attempts")
+    assert not (storage_root / "dicom" / str(derived.id)[:2] / f"{derived.id}.dcm").exists()
+
+
+def test_a_given_up_bulk_job_marks_its_unfinished_items_failed(user):
+    run = BulkRun.objects.create(fingerprint="f" * 64, source=BulkRun.Source.DIRECTORY, selection={})
+    done = BulkItem.objects.create(run=run, source_path="/a", status=BulkItem.Status.DONE)
+    queued = BulkItem.objects.create(run=run, source_path="/b", status=BulkItem.Status.QUEUED)
+    task = DBTaskResult.objects.create(
+        args_kwargs={"args": [str(run.pk), [done.pk, queued.pk]], "kwargs": {}},
+        task_path="dicom.tasks.anonymize_bulk_items_task",
+        backend_name="default",
+        run_after=timezone.now(),
+        status="RUNNING",
+        worker_ids=["a", "b", "c"],
+        started_at=timezone.now() - dt.timedelta(hours=1),
+    )
+    assert jobs.reap_abandoned_jobs().gave_up == [str(task.pk)]
+    queued.refresh_from_db()
+    done.refresh_from_db()
+    assert queued.status == BulkItem.Status.FAILED and queued.detail.startswith("gave up after 3 attempts")
+    assert done.status == BulkItem.Status.DONE
+
+
+# The worker runs in-process: its heartbeat thread has its own connection, so rows must be committed.
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_beats_and_forgets_itself_when_it_stops_cleanly(queued):
+    call_command(
+        "db_worker", "--batch", "--no-startup-delay", "--no-reload", "--interval", "0", "--worker-id", "tidy"
+    )
+    assert not WorkerHeartbeat.objects.filter(worker_id="tidy").exists()
+    assert DBTaskResult.objects.get().worker_ids == ["tidy"]
+
+
+def test_the_admin_lists_jobs_by_status_and_the_bulk_models(queued, staff_user, client):
+    staff_user.is_superuser = True
+    staff_user.save()
+    client.force_login(staff_user)
+    response = client.get("/admin/django_tasks_database/dbtaskresult/", {"status__exact": "READY"})
+    assert response.status_code == 200
+    assert str(queued[1].pk) in response.content.decode()
+    assert (
+        str(queued[1].pk)
+        not in client.get("/admin/django_tasks_database/dbtaskresult/?status__exact=FAILED").content.decode()
+    )
+    for path in ("bulkrun", "bulkitem", "workerheartbeat"):
+        assert client.get(f"/admin/dicom/{path}/").status_code == 200
