@@ -6,6 +6,7 @@ Pure pydicom: no Django, no settings. The caller passes the key. See ``docs/deid
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -13,11 +14,13 @@ from typing import BinaryIO
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError as PydicomInvalidDicomError
+from pydicom.filebase import DicomIO
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 
 from dicom.services.errors import DeidentificationRefusedError, InvalidDicomError
 
+from . import streaming
 from .attributes import (
     DATE_VRS,
     STRING_VRS,
@@ -93,6 +96,9 @@ DUMMY_VALUES: dict[str, object] = {
     "UV": 0,
 }
 BINARY_DUMMY = b"\x00\x00"
+# Deflated Explicit VR LE and the two JPIP "Referenced Deflate" syntaxes: the whole dataset is one
+# zlib stream, so there is no pixel data at a file offset to copy.
+DEFLATED_SYNTAXES = frozenset({"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.95", "1.2.840.10008.1.2.4.205"})
 
 
 @dataclass
@@ -484,29 +490,119 @@ def _deidentify_file_meta(ds: Dataset, file_meta: Dataset, engine: _Engine) -> N
 
 
 def deidentify_file(
-    source: str | bytes | BinaryIO | object,
-    destination: str | BinaryIO | object,
+    source: str | os.PathLike[str] | BinaryIO | object,
+    destination: str | os.PathLike[str] | BinaryIO | object,
     *,
     options: DeidOptions,
     key: bytes,
 ) -> tuple[Dataset, DeidReport]:
     """Read a DICOM file, de-identify it and write it to ``destination``.
 
-    ``source`` and ``destination`` are paths or binary file objects. The transfer syntax and the
-    pixel data bytes are kept as they were; the output has a zeroed 128-byte preamble and ``DICM``.
-    Returns the de-identified dataset and the report.
+    ``source`` is a path or a seekable binary file object (read from its current position);
+    ``destination`` a path or a binary file object. Only the header is read into memory: the pixel
+    data element ((7FE0,0010), (7FE0,0008) or (7FE0,0009), native or encapsulated) is copied from
+    ``source`` to ``destination`` byte for byte in 1 MiB chunks, never decoded. Elements after the pixel
+    data are de-identified together with the header. A deflated transfer syntax (one zlib stream) and
+    anything the pixel copy cannot handle exactly go through pydicom's whole-file read instead; the
+    output is the same either way. The transfer syntax is kept; the output has a zeroed 128-byte
+    preamble and ``DICM``.
 
-    Raises InvalidDicomError when pydicom cannot read ``source`` as a DICOM file with file meta,
-    plus whatever :func:`deidentify_dataset` raises (nothing is written then).
+    Returns the de-identified dataset (without its pixel data element when it was streamed) and the
+    report. Raises InvalidDicomError when pydicom cannot read ``source`` as a DICOM file with file
+    meta or its pixel data is cut short, plus whatever :func:`deidentify_dataset` raises (nothing is
+    written then).
     """
+    if isinstance(source, str | os.PathLike):
+        try:
+            fp = open(os.fspath(source), "rb")  # noqa: SIM115 - closed by the with below
+        except OSError as exc:
+            raise InvalidDicomError(f"not a readable DICOM file ({type(exc).__name__})") from None
+        with fp:
+            return _deidentify_stream(fp, destination, options=options, key=key)
+    if all(hasattr(source, name) for name in ("read", "seek", "tell")):
+        return _deidentify_stream(source, destination, options=options, key=key)  # type: ignore[arg-type]
+    return _deidentify_in_memory(source, destination, options=options, key=key)
+
+
+def _read(source: object, *, stop_before_pixels: bool) -> Dataset:
     try:
-        ds = dcmread(source, force=False)
+        ds = dcmread(source, force=False, stop_before_pixels=stop_before_pixels)
     except (PydicomInvalidDicomError, EOFError, ValueError, KeyError, OSError, TypeError) as exc:
         raise InvalidDicomError(f"not a readable DICOM file ({type(exc).__name__})") from None
     file_meta = getattr(ds, "file_meta", None)
     if file_meta is None or "TransferSyntaxUID" not in file_meta:
         raise InvalidDicomError("the file has no file meta information with a transfer syntax")
+    return ds
+
+
+def _deidentify_in_memory(
+    source: object, destination: object, *, options: DeidOptions, key: bytes
+) -> tuple[Dataset, DeidReport]:
+    """The whole file, pixel data included, read into memory: for what cannot be streamed."""
+    ds = _read(source, stop_before_pixels=False)
     report = deidentify_dataset(ds, options=options, key=key)
     ds.preamble = b"\x00" * 128
     ds.save_as(destination, enforce_file_format=True)
+    return ds, report
+
+
+def _deidentify_stream(
+    fp: BinaryIO, destination: object, *, options: DeidOptions, key: bytes
+) -> tuple[Dataset, DeidReport]:
+    start = fp.tell()
+    ds = _read(fp, stop_before_pixels=True)
+    syntax = str(ds.file_meta.TransferSyntaxUID).strip(" \0")
+    implicit, little = ds.original_encoding
+    run = None
+    tail_elements: list = []
+    try:
+        if syntax in DEFLATED_SYNTAXES or implicit is None or little is None:
+            raise streaming.NotStreamable("the dataset is deflated or its encoding is unknown")
+        if streaming.read_encoding_of(ds) not in (None, implicit):
+            raise streaming.NotStreamable("the dataset is not encoded as its transfer syntax says")
+        run = streaming.plan_pixel_copy(fp, implicit=implicit, little=little)
+        if run is not None:
+            tail = streaming.read_tail(
+                fp, implicit=implicit, little=little, encoding=streaming.character_encoding(ds)
+            )
+            # The tail joins the header so that one fingerprint, one walk and one verification pass
+            # see the whole dataset, exactly as after a whole-file read (a later duplicate wins there too).
+            for tag, elem in tail.items():
+                ds[tag] = elem
+            tags = list(ds.keys())
+            if any(run.tags[0] <= tag <= run.tags[-1] for tag in tags):
+                raise streaming.NotStreamable("an element sorts into the pixel data run")
+    except streaming.NotStreamable:
+        fp.seek(start)
+        return _deidentify_in_memory(fp, destination, options=options, key=key)
+    report = deidentify_dataset(ds, options=options, key=key)
+    ds.preamble = b"\x00" * 128
+    if run is None:
+        # No top-level pixel data: the header read was the whole dataset.
+        ds.save_as(destination, enforce_file_format=True)
+        return ds, report
+
+    last_pixel_tag = run.tags[-1]
+    tags = list(ds.keys())
+    tail_elements = [ds.get_item(tag) for tag in tags if tag > last_pixel_tag]
+    for elem in tail_elements:
+        del ds[elem.tag]
+    owned = isinstance(destination, str | os.PathLike)
+    out = open(os.fspath(destination), "wb") if owned else destination  # type: ignore[arg-type]  # noqa: SIM115
+    try:
+        writer = DicomIO(out)
+        ds.save_as(writer, enforce_file_format=True)
+        streaming.copy_pixel_bytes(fp, writer, run)
+        if tail_elements:
+            streaming.write_tail(writer, tail_elements, whole=ds)
+    except BaseException:
+        if owned:
+            out.close()
+            os.unlink(destination)  # type: ignore[arg-type]
+        raise
+    finally:
+        for elem in tail_elements:
+            ds[elem.tag] = elem
+    if owned:
+        out.close()
     return ds, report
