@@ -120,6 +120,8 @@ def test_a_directory_to_an_output_dir_writes_the_uid_layout_and_stores_nothing(
     assert "5 done" in out and "2 not DICOM" in out
     run = BulkRun.objects.get()
     assert run.not_dicom == 2 and run.done == 5
+    recorded = run.items.filter(status=BulkItem.Status.DONE).values_list("output_path", flat=True)
+    assert sorted(recorded) == sorted(str(path.relative_to(out_dir)) for path in outputs)
     assert AuditLog.objects.filter(action=AuditLog.Action.BULK_ANONYMIZE, file_id__isnull=False).count() == 5
 
 
