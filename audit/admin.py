@@ -53,7 +53,7 @@ def csv_response(rows: Iterable[Iterable[object]], *, filename: str) -> Streamin
 class AuditLogAdmin(admin.ModelAdmin):
     """The audit trail, read-only for everyone, superusers included, with a CSV export of what is filtered.
 
-    The export is itself audited (a ``view`` row without a file id whose reason says how many rows
+    The export is itself audited (an ``export`` row without a file id whose reason says how many rows
     were exported): who took a copy of the trail is something a privacy officer asks.
     """
 
@@ -107,7 +107,7 @@ class AuditLogAdmin(admin.ModelAdmin):
         count = queryset.count()
         record(
             actor=Actor(user=request.user, client_address=request.META.get("REMOTE_ADDR") or None),
-            action=AuditLog.Action.VIEW,
+            action=AuditLog.Action.EXPORT,
             success=True,
             status_code=200,
             reason=f"audit trail CSV export of {count} rows",

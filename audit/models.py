@@ -22,6 +22,7 @@ class AuditLog(models.Model):
         VIEW = "view", "View"
         BULK_ANONYMIZE = "bulk_anonymize", "Bulk anonymize"
         JOB = "job", "Background job"
+        EXPORT = "export", "Export"
 
     id = models.BigAutoField(primary_key=True)
     timestamp = models.DateTimeField(auto_now_add=True, db_index=True)

@@ -190,14 +190,18 @@ def main() -> None:
             "from django.contrib.auth.models import User; from rest_framework.authtoken.models import Token;"
             f"u=User.objects.create_user('{username}'); print(Token.objects.create(user=u).key)"
         )
-        token = subprocess.run(
-            [python, "manage.py", "shell", "-c", script],
-            cwd=ROOT,
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip().splitlines()[-1]
+        token = (
+            subprocess.run(
+                [python, "manage.py", "shell", "-c", script],
+                cwd=ROOT,
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
         server = subprocess.Popen(
             ["scripts/run.sh"],
             cwd=ROOT,

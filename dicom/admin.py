@@ -370,7 +370,7 @@ class DicomFileAdmin(admin.ModelAdmin):
         count = queryset.count()
         record(
             actor=Actor(user=request.user, client_address=client_address(request)),
-            action=AuditLog.Action.VIEW,
+            action=AuditLog.Action.EXPORT,
             success=True,
             status_code=200,
             reason=f"admin CSV export of {count} files" + (" with patient IDs" if show_phi else ""),

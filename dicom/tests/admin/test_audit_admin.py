@@ -89,7 +89,7 @@ def test_csv_export_has_exactly_the_filtered_rows_and_is_audited(superuser_clien
     assert sorted((r[1], r[3]) for r in exported[1:]) == [("alice", "True"), ("bob", "False")]
     assert str(rows) in {r[5] for r in exported[1:]}
     export_row = AuditLog.objects.get(username="root")
-    assert export_row.action == "view" and export_row.reason == "audit trail CSV export of 2 rows"
+    assert export_row.action == "export" and export_row.reason == "audit trail CSV export of 2 rows"
 
 
 def test_csv_export_neutralises_formulas(superuser_client, rows):

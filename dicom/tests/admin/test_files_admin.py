@@ -253,7 +253,7 @@ def test_csv_export_masks_patient_ids_of_originals(client, plain_staff, user):
     assert rows[0][0] == "file_id" and rows[0][-1] == "patient_id"
     assert rows[1][0] == str(original.id) and rows[1][-1] == "•••"
     assert original.patient_id not in "".join(rows[1])
-    assert AuditLog.objects.filter(action="view", reason="admin CSV export of 1 files").exists()
+    assert AuditLog.objects.filter(action="export", reason="admin CSV export of 1 files").exists()
 
 
 def test_anonymize_selected_refuses_more_than_the_bound(client, plain_staff, user, monkeypatch):
