@@ -9,21 +9,26 @@ times, on the same files:
   refused, verification pass included);
 - dicognito: ``Anonymizer().anonymize(ds)`` then ``save_as``.
 
-Usage: ``python benchmarks/bench_deid.py [--files 1000] [--repeat 1]``
+Then reports the peak Python memory (tracemalloc) of the floor and of ``deidentify_file`` on one large
+native multi-frame file built on disk in chunks (``--large-mb``, 0 to skip).
+
+Usage: ``python benchmarks/bench_deid.py [--files 1000] [--repeat 1] [--large-mb 200]``
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import struct
 import sys
 import tempfile
 import time
+import tracemalloc
 import warnings
 from pathlib import Path
 
 import pydicom
-from pydicom.data import get_testdata_files
+from pydicom.data import get_testdata_file, get_testdata_files
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import generate_uid
@@ -113,10 +118,61 @@ def time_dicognito(files: list[Path], out: Path) -> tuple[float, int]:
     return time.perf_counter() - start, done
 
 
+def build_large_file(path: Path, megabytes: int) -> None:
+    """A native 16-bit multi-frame file of about ``megabytes`` MB, its pixel data written in chunks."""
+    rows = columns = 1024
+    frame_bytes = rows * columns * 2
+    frames = max(1, megabytes * 1_000_000 // frame_bytes)
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"), stop_before_pixels=True)
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds.Rows, ds.Columns, ds.NumberOfFrames, ds.BitsAllocated, ds.SamplesPerPixel = (
+        rows,
+        columns,
+        frames,
+        16,
+        1,
+    )
+    ds.save_as(path, enforce_file_format=True, implicit_vr=False, little_endian=True)
+    with open(path, "ab") as fh:
+        fh.write(struct.pack("<HH2sHL", 0x7FE0, 0x0010, b"OW", 0, frame_bytes * frames))
+        for index in range(frames):
+            fh.write(bytes([index % 256]) * frame_bytes)
+
+
+def peak_memory(run) -> tuple[float, float]:
+    """Seconds and peak traced Python allocation (MB) of ``run()``."""
+    tracemalloc.start()
+    try:
+        start = time.perf_counter()
+        run()
+        seconds = time.perf_counter() - start
+        return seconds, tracemalloc.get_traced_memory()[1] / 1e6
+    finally:
+        tracemalloc.stop()
+
+
+def report_memory(root: Path, megabytes: int) -> None:
+    path = root / "large.dcm"
+    build_large_file(path, megabytes)
+    options = DeidOptions(accept_burned_in_annotation=True)
+
+    def floor() -> None:
+        pydicom.dcmread(path).save_as(root / "large_floor.dcm", enforce_file_format=True)
+
+    def engine() -> None:
+        deidentify_file(path, root / "large_engine.dcm", options=options, key=KEY)
+
+    print(f"large file: {path.stat().st_size / 1e6:.1f} MB native, peak Python memory (tracemalloc)")
+    for name, run in (("floor", floor), ("engine", engine)):
+        seconds, peak = peak_memory(run)
+        print(f"{name:>10}: {peak:8.1f} MB peak  {seconds:6.2f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="De-identification throughput, single process")
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=1, help="best of N runs per tool")
+    parser.add_argument("--large-mb", type=int, default=200, help="size of the memory check file, 0 to skip")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     with tempfile.TemporaryDirectory() as tmp:
@@ -141,6 +197,8 @@ def main() -> None:
             rate = len(files) / seconds
             note = "" if done == len(files) else f" ({done} of {len(files)} files succeeded)"
             print(f"{name:>10}: {rate:8.1f} files/s  {seconds:6.2f} s  {rate / floor_rate:5.2f}x floor{note}")
+        if args.large_mb > 0:
+            report_memory(root, args.large_mb)
 
 
 if __name__ == "__main__":
