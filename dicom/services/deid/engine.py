@@ -549,19 +549,21 @@ def _deidentify_in_memory(
 def _deidentify_stream(
     fp: BinaryIO, destination: object, *, options: DeidOptions, key: bytes
 ) -> tuple[Dataset, DeidReport]:
-    start = fp.tell()
+    try:
+        start = fp.tell()
+    except OSError:  # not seekable after all: pydicom reports what it cannot read
+        return _deidentify_in_memory(fp, destination, options=options, key=key)
     ds = _read(fp, stop_before_pixels=True)
     syntax = str(ds.file_meta.TransferSyntaxUID).strip(" \0")
     implicit, little = ds.original_encoding
     run = None
-    tail_elements: list = []
     try:
         if syntax in DEFLATED_SYNTAXES or implicit is None or little is None:
             raise streaming.NotStreamable("the dataset is deflated or its encoding is unknown")
         if streaming.read_encoding_of(ds) not in (None, implicit):
             raise streaming.NotStreamable("the dataset is not encoded as its transfer syntax says")
         run = streaming.plan_pixel_copy(fp, implicit=implicit, little=little)
-        if run is not None:
+        if run is not None and run.source_size - run.end >= 8:
             tail = streaming.read_tail(
                 fp, implicit=implicit, little=little, encoding=streaming.character_encoding(ds)
             )
@@ -569,6 +571,7 @@ def _deidentify_stream(
             # see the whole dataset, exactly as after a whole-file read (a later duplicate wins there too).
             for tag, elem in tail.items():
                 ds[tag] = elem
+        if run is not None:
             tags = list(ds.keys())
             if any(run.tags[0] <= tag <= run.tags[-1] for tag in tags):
                 raise streaming.NotStreamable("an element sorts into the pixel data run")

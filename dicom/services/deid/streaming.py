@@ -54,6 +54,7 @@ class PixelRun:
     start: int
     end: int
     tags: tuple[int, ...]
+    source_size: int
 
 
 def _source_size(fp: BinaryIO) -> int:
@@ -136,7 +137,7 @@ def plan_pixel_copy(fp: BinaryIO, *, implicit: bool, little: bool) -> PixelRun |
         if size - start >= 8:
             raise NotStreamable("the header read stopped before something other than pixel data")
         return None
-    return PixelRun(start=start, end=pos, tags=tuple(tags))
+    return PixelRun(start=start, end=pos, tags=tuple(tags), source_size=size)
 
 
 def read_tail(fp: BinaryIO, *, implicit: bool, little: bool, encoding: str | list[str]) -> Dataset:
@@ -164,11 +165,11 @@ def read_encoding_of(header: Dataset) -> bool | None:
 
 def copy_pixel_bytes(source: BinaryIO, destination: BinaryIO | DicomIO, run: PixelRun) -> None:
     """Copy the pixel data bytes of ``run`` from ``source`` to ``destination`` in fixed-size chunks."""
-    chunk = bytearray(COPY_CHUNK)
-    view = memoryview(chunk)
+    remaining = run.end - run.start
+    # Most pixel data is far smaller than a chunk: a buffer of its size spares a 1 MiB allocation.
+    view = memoryview(bytearray(min(COPY_CHUNK, remaining)))
     readinto = getattr(source, "readinto", None)
     source.seek(run.start)
-    remaining = run.end - run.start
     while remaining:
         want = min(COPY_CHUNK, remaining)
         if readinto is not None:
