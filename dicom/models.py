@@ -140,7 +140,9 @@ class BulkItem(models.Model):
         indexes = [models.Index(fields=["run", "status"])]
         constraints = [
             models.UniqueConstraint(
-                fields=["run", "source_path"], condition=~models.Q(source_path=""), name="bulk_item_unique_path"
+                fields=["run", "source_path"],
+                condition=~models.Q(source_path=""),
+                name="bulk_item_unique_path",
             ),
             models.UniqueConstraint(
                 fields=["run", "source_file"],
