@@ -8,7 +8,9 @@ and the engine only; this process records their outcomes in batches.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
+import threading
 import time
 import uuid
 from argparse import BooleanOptionalAction
@@ -100,6 +102,16 @@ def _child_init() -> None:
     for connection in connections.all(initialized_only=True):
         _INHERITED_CONNECTIONS.append(connection.connection)
         connection.connection = None
+    # A parent killed with SIGKILL cannot stop its pool, and the children would wait for work
+    # for ever (they hold the task pipe's write end themselves): each one leaves once orphaned.
+    parent = os.getppid()
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(1)
 
 
 class Command(BaseCommand):

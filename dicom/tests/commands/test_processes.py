@@ -8,6 +8,7 @@ in the middle of the work deterministically.
 import io
 import signal
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -134,3 +135,22 @@ def test_two_workers_share_a_queue_and_run_every_job_exactly_once(user, store_or
     assert {job.status for job in jobs} == {"SUCCESSFUL"}
     assert all(len(job.worker_ids) == 1 for job in jobs)
     assert {job.worker_ids[0] for job in jobs} == {"left", "right"}
+
+
+def test_worker_processes_of_a_killed_run_leave_and_the_rerun_finishes(dicom_tree, tmp_path, processes):
+    tree = dicom_tree(24)
+    out_dir = tmp_path / "out"
+    args = ("anonymize_bulk", "--from-dir", str(tree), "--output-dir", str(out_dir), "--workers", "2")
+    run = processes.start(*args, "--batch-size", "2", env={"DICOM_TEST_JOB_DELAY_MS": "200"})
+    assert wait_for(lambda: BulkItem.objects.filter(status=BulkItem.Status.DONE).count() >= 2, timeout=60)
+    children = [int(pid) for pid in Path(f"/proc/{run.pid}/task/{run.pid}/children").read_text().split()]
+    assert len(children) == 2
+    run.send_signal(signal.SIGKILL)
+    run.wait(timeout=10)
+    assert wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in children), timeout=10)
+
+    call_command(*args, stdout=io.StringIO())
+    outputs = [p for p in out_dir.rglob("*.dcm") if ".partial" not in p.parts]
+    assert len(outputs) == 24
+    assert BulkItem.objects.filter(status=BulkItem.Status.DONE).count() == 24
+    assert AuditLog.objects.filter(file_id__isnull=False).count() == 24
