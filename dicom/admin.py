@@ -16,7 +16,7 @@ from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
-from django.http import FileResponse, Http404, HttpRequest, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponseRedirect
 from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -30,12 +30,12 @@ from audit.models import AuditLog
 from audit.services import Actor, record
 from dicom.forms import DeidOptionsForm
 from dicom.models import DicomFile
-from dicom.services import storage
+from dicom.responses import client_address, stored_file_response
 from dicom.services.anonymization import request_anonymization
 from dicom.services.errors import FileNotFoundInServiceError, FileNotReadyError
 from dicom.services.metadata import METADATA_KEYWORDS, PHI_KEYS
 from dicom.services.selectors import get_visible_file
-from dicom.views import VIEW_PHI, client_address
+from dicom.views import VIEW_PHI
 
 PHI_MASK = "•••"
 # "Anonymize selected" queues one job per file inside the request; past this many, use the command.
@@ -298,15 +298,7 @@ class DicomFileAdmin(admin.ModelAdmin):
         record(
             actor=actor, action=AuditLog.Action.DOWNLOAD, success=True, file_id=dicom_file.id, status_code=200
         )
-        response = FileResponse(
-            storage.open_stored(dicom_file.storage_key),
-            as_attachment=True,
-            filename=f"{dicom_file.id}.dcm",
-            content_type="application/dicom",
-        )
-        if dicom_file.size is not None:
-            response["Content-Length"] = str(dicom_file.size)
-        return response
+        return stored_file_response(dicom_file)
 
     # --- actions ---
 

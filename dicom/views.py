@@ -12,15 +12,12 @@ from django.views.decorators.http import require_GET
 
 from audit.models import AuditLog
 from audit.services import Actor, record
+from dicom.responses import client_address
 from dicom.services.errors import FileNotFoundInServiceError
 from dicom.services.previews import VARIANT_SIZES, get_preview
 from dicom.services.selectors import get_visible_file
 
 VIEW_PHI = "dicom.view_phi"
-
-
-def client_address(request: HttpRequest) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
 
 
 @require_GET

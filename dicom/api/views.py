@@ -13,16 +13,12 @@ from audit.models import AuditLog
 from audit.services import Actor, record
 from dicom.api.serializers import DeidOptionsSerializer, UploadSerializer
 from dicom.models import DicomFile
-from dicom.services import storage
+from dicom.responses import client_address, stored_file_response
 from dicom.services.anonymization import request_anonymization
 from dicom.services.errors import FileNotReadyError, InvalidDicomError
 from dicom.services.ingest import IngestRequest, file_metadata, ingest_file
 from dicom.services.selectors import get_visible_file
 from dicom.uploads import StagedUpload, too_large_error
-
-
-def _client_address(request: Request) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
 
 
 class DicomViewSet(viewsets.ViewSet):
@@ -39,7 +35,7 @@ class DicomViewSet(viewsets.ViewSet):
 
     def actor(self) -> Actor:
         if not hasattr(self, "_actor"):
-            self._actor = Actor(user=self.request.user, client_address=_client_address(self.request))
+            self._actor = Actor(user=self.request.user, client_address=client_address(self.request))
         return self._actor
 
     def upload(self, request: Request) -> Response:
@@ -102,15 +98,7 @@ class DicomViewSet(viewsets.ViewSet):
             raise FileNotReadyError(
                 f"file is {dicom_file.status}: nothing to download" + (f" ({reason})" if reason else "")
             )
-        response = FileResponse(
-            storage.open_stored(dicom_file.storage_key),
-            as_attachment=True,
-            filename=f"{dicom_file.id}.dcm",
-            content_type="application/dicom",
-        )
-        if dicom_file.size is not None:
-            response["Content-Length"] = str(dicom_file.size)
-        return response
+        return stored_file_response(dicom_file)
 
     def status(self, request: Request, file_id: str) -> Response:
         dicom_file = self._get_file(file_id)
