@@ -3,7 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
-PGPORT ?= 54329
+# A free loopback port for the throwaway PostgreSQL of `make test`, picked once per make run.
+ifndef PGPORT
+PGPORT := $(shell $(PYTHON) -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+endif
 PGDIR ?= /tmp/dicom-pgtest-$(PGPORT)
 PYTEST_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
