@@ -1,6 +1,7 @@
 """The one way other apps write to the audit trail."""
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -23,7 +24,7 @@ class Actor:
         return self.user.get_username() if self.user is not None else ""
 
 
-def record(
+def entry(
     *,
     actor: Actor,
     action: str,
@@ -32,14 +33,9 @@ def record(
     status_code: int | None = None,
     reason: str = "",
 ) -> AuditLog:
-    """Write one audit row on the current connection and return it.
-
-    Callers put success rows inside the transaction of the change they describe (one commit for
-    both) and failure rows after that transaction has rolled back, so a failure is never lost with
-    the rollback. ``reason`` must be free of patient data; it is cut to the column's length.
-    """
+    """Build (without saving) one audit row; ``reason`` must be PHI-free and is cut to its column."""
     user = actor.user if actor.user is not None and actor.user.is_authenticated else None
-    return AuditLog.objects.create(
+    return AuditLog(
         user=user,
         username=actor.username if user is not None else "",
         action=action,
@@ -50,3 +46,20 @@ def record(
         reason=reason[:_REASON_MAX],
         request_id=actor.request_id,
     )
+
+
+def record(**fields) -> AuditLog:
+    """Write one audit row (see :func:`entry` for the fields) on the current connection.
+
+    Callers put success rows inside the transaction of the change they describe (one commit for
+    both) and failure rows after that transaction has rolled back, so a failure is never lost with
+    the rollback.
+    """
+    row = entry(**fields)
+    row.save(force_insert=True)
+    return row
+
+
+def record_many(rows: Iterable[AuditLog]) -> None:
+    """Write many rows built by :func:`entry` in one INSERT (bulk operations, one row per file)."""
+    AuditLog.objects.bulk_create(list(rows))

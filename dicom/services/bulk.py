@@ -36,7 +36,8 @@ from django.db.models import Count, Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from audit.models import AuditLog
-from audit.services import Actor, record
+from audit.services import Actor, record, record_many
+from audit.services import entry as audit_entry
 from dicom.models import BulkItem, BulkRun, DicomFile
 from dicom.services import storage
 from dicom.services.deid import DeidOptions, deidentify_file
@@ -47,7 +48,6 @@ from dicom.services.metadata import extract_metadata
 
 logger = logging.getLogger(__name__)
 
-_REASON_MAX = AuditLog._meta.get_field("reason").max_length
 _DETAIL_MAX = BulkItem._meta.get_field("detail").max_length
 # A UID used as a path component: digits and dots only (a retained UID could hold anything).
 _UID_PATH = re.compile(r"^[0-9][0-9.]{0,63}$")
@@ -526,14 +526,12 @@ def record_outcomes(*, run: BulkRun, actor: Actor, outcomes: list[Outcome]) -> i
             if outcome.status == BulkItem.Status.DONE and outcome.storage_key:
                 files.append(_output_row(run, item, outcome, user))
             audits.append(
-                AuditLog(
-                    user=user,
-                    username=actor.username if user is not None else "",
+                audit_entry(
+                    actor=actor,
                     action=AuditLog.Action.BULK_ANONYMIZE,
                     file_id=item.output_id,
                     success=outcome.status == BulkItem.Status.DONE,
-                    reason=outcome.detail[:_REASON_MAX],
-                    request_id=actor.request_id,
+                    reason=outcome.detail,
                 )
             )
         DicomFile.objects.bulk_create(files, ignore_conflicts=True)
@@ -547,8 +545,7 @@ def record_outcomes(*, run: BulkRun, actor: Actor, outcomes: list[Outcome]) -> i
                 status=status, detail=detail, updated_at=timezone.now()
             )
         _set_output_paths([item for item in items if item.output_path])
-        # One INSERT for the batch: audit.services.record writes one row per call.
-        AuditLog.objects.bulk_create(audits)
+        record_many(audits)
     return len(items)
 
 
