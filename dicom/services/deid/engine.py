@@ -326,6 +326,11 @@ class _Engine:
             self.actions[KEEP] += 1
         if vr == "SQ":
             self._walk_items(ds, tag)
+        elif vr == "PN" and action is None:
+            # A person's name identifies someone wherever it stands, listed in Table E.1-1 or not
+            # (e.g. Secondary Reviewer Name, or a name after the pixel data): replaced, not cleaned.
+            self.actions[DUMMY] += 1
+            self._dummy(ds, tag, vr)
         elif vr in TEXT_VRS:
             if self._clean_text(ds, tag, vr):
                 self.actions[CLEAN] += 1

@@ -149,6 +149,14 @@ def test_unlisted_public_attributes_are_kept_and_their_text_cleaned():
     assert ds.PixelData == b"\x01\x00\x02\x00\x03\x00\x04\x00"
 
 
+def test_a_person_name_not_in_the_table_is_replaced_not_kept():
+    ds = make_dataset()
+    ds.SecondaryReviewerName = "Unlisted^Reviewer"  # appears nowhere else, so cleaning could not find it
+    report = deidentify_dataset(ds, options=BASIC, key=KEY)
+    assert ds.SecondaryReviewerName == DUMMY_VALUES["PN"]
+    assert report.actions["D"] >= 1
+
+
 # -- depth, private blocks, overlays and curves ----------------------------------------------------
 
 
