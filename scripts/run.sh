@@ -3,8 +3,8 @@
 set -euo pipefail
 BIN=${BIN:-.venv/bin}
 PORT=${PORT:-8000}
-WEB_WORKERS=${WEB_WORKERS:-2}
-WEB_THREADS=${WEB_THREADS:-4}
+WEB_WORKERS=${WEB_WORKERS:-3}
+WEB_THREADS=${WEB_THREADS:-2}
 
 "$BIN/gunicorn" dicomsite.wsgi:application \
   --bind "127.0.0.1:$PORT" \
