@@ -10,7 +10,6 @@ import logging
 import shutil
 import time
 import uuid
-from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
@@ -97,19 +96,26 @@ def _produce(dicom_file: DicomFile, key: str) -> None:
     if source is None or not source.is_ready:
         raise FileNotReadyError("the source file is gone or has no stored content")
     options = DeidOptions.from_names(dicom_file.deid_options)
-    staged_source = storage.new_staging_path()
+    # Local storage is read in place; a remote store (S3) is copied to staging first, since the
+    # engine seeks in its source.
+    local_source = storage.local_path(source.storage_key)
+    staged_source = None if local_source is not None else storage.new_staging_path()
     produced = storage.new_staging_path()
     try:
-        with storage.open_stored(source.storage_key) as stored, open(staged_source, "wb") as copy:
-            shutil.copyfileobj(stored, copy, 1024 * 1024)
-        dataset, report = deidentify_file(staged_source, produced, options=options, key=deid_key())
+        if staged_source is not None:
+            with storage.open_stored(source.storage_key) as stored, open(staged_source, "wb") as copy:
+                shutil.copyfileobj(stored, copy, 1024 * 1024)
+        dataset, report = deidentify_file(
+            local_source or staged_source, produced, options=options, key=deid_key()
+        )
         apply_header(dicom_file, extract_metadata(dataset))
         dicom_file.transfer_syntax_uid = str(dataset.file_meta.TransferSyntaxUID)
         dicom_file.deid_report = report.to_dict()
         stored = storage.store_staged_file(staged_path=produced, key=key)
     finally:
-        Path(staged_source).unlink(missing_ok=True)
-        Path(produced).unlink(missing_ok=True)
+        if staged_source is not None:
+            staged_source.unlink(missing_ok=True)
+        produced.unlink(missing_ok=True)
     with transaction.atomic():
         updated = DicomFile.objects.filter(pk=dicom_file.pk, status=DicomFile.Status.PROCESSING).update(
             status=DicomFile.Status.COMPLETED,

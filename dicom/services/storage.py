@@ -102,6 +102,11 @@ def store_bytes(*, data: bytes, key: str) -> None:
     store_staged_file(staged_path=handle.name, key=key)
 
 
+def local_path(key: str) -> Path | None:
+    """The file behind ``key`` when storage is the local filesystem, else ``None``."""
+    return Path(default_storage.path(key)) if _is_local() else None
+
+
 def open_stored(key: str) -> BinaryIO:
     return default_storage.open(key, "rb")
 
