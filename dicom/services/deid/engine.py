@@ -513,16 +513,13 @@ def deidentify_file(
     preamble and ``DICM``.
 
     Returns the de-identified dataset (without its pixel data element when it was streamed) and the
-    report. Raises InvalidDicomError when pydicom cannot read ``source`` as a DICOM file with file
-    meta or its pixel data is cut short, plus whatever :func:`deidentify_dataset` raises (nothing is
+    report. Raises OSError when ``source`` cannot be opened, InvalidDicomError when pydicom cannot
+    read it as a DICOM file with file meta or its pixel data is cut short, plus whatever :func:`deidentify_dataset` raises (nothing is
     written then).
     """
     if isinstance(source, str | os.PathLike):
-        try:
-            fp = open(os.fspath(source), "rb")  # noqa: SIM115 - closed by the with below
-        except OSError as exc:
-            raise InvalidDicomError(f"not a readable DICOM file ({type(exc).__name__})") from None
-        with fp:
+        # A source that cannot be opened is the caller's storage problem, not bad DICOM: OSError.
+        with open(os.fspath(source), "rb") as fp:
             return _deidentify_stream(fp, destination, options=options, key=key)
     if all(hasattr(source, name) for name in ("read", "seek", "tell")):
         return _deidentify_stream(source, destination, options=options, key=key)  # type: ignore[arg-type]
