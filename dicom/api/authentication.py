@@ -19,6 +19,17 @@ class CachedTokenAuthentication(TokenAuthentication):
     default, 30, is the price of skipping a database round trip on every upload). 0 disables it.
     """
 
+    def authenticate(self, request):
+        try:
+            return super().authenticate(request)
+        except AuthenticationFailed:
+            # A real token whose user may not act (deactivated): the 401 is audited against that
+            # user, so a privacy officer sees who tried.
+            key = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")[2].strip()
+            token = self.get_model().objects.select_related("user").filter(key=key).first() if key else None
+            request._request.refused_user = token.user if token is not None else None
+            raise
+
     def authenticate_credentials(self, key):
         ttl = getattr(settings, "DICOM_TOKEN_CACHE_SECONDS", 30)
         now = time.monotonic()

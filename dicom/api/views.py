@@ -35,7 +35,10 @@ class DicomViewSet(viewsets.ViewSet):
 
     def actor(self) -> Actor:
         if not hasattr(self, "_actor"):
-            self._actor = Actor(user=self.request.user, client_address=client_address(self.request))
+            user = self.request.user
+            if not user.is_authenticated:
+                user = getattr(self.request._request, "refused_user", None) or user
+            self._actor = Actor(user=user, client_address=client_address(self.request))
         return self._actor
 
     def upload(self, request: Request) -> Response:

@@ -240,3 +240,13 @@ def test_a_wrong_token_is_a_401(client):
     )
     assert response.status_code == 401
     assert set(response.json()) == {"detail"}
+
+
+def test_a_deactivated_users_token_is_a_401_audited_against_that_user(api, user):
+    user.is_active = False
+    user.save()
+    response = api.get("/api/dicom/status/00000000-0000-0000-0000-000000000000")
+    assert response.status_code == 401
+    assert set(response.json()) == {"detail"}
+    audit = AuditLog.objects.get()
+    assert (audit.action, audit.success, audit.status_code, audit.user) == ("status", False, 401, user)
