@@ -1,8 +1,8 @@
 """Render the first frame of a DICOM file as a PNG, for the admin's thumbnails and full views.
 
 A plain service: it takes a path or an open binary file and returns PNG bytes. It stores nothing and
-caches nothing (the caller caches the result in storage). Only the first frame of a multi-frame file is
-decoded. Every failure leaves as :class:`RenderError` (or :class:`NoPixelDataError`) whose ``detail`` says
+caches nothing (the caller caches the result in storage). Only the header and the first frame of a
+multi-frame file are read: a 2 GB cine loop costs the memory of one frame, not of the file. Every failure leaves as :class:`RenderError` (or :class:`NoPixelDataError`) whose ``detail`` says
 what is wrong with the file, never a value from it.
 """
 
@@ -10,6 +10,9 @@ import io
 import logging
 import os
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
@@ -24,14 +27,22 @@ from pydicom.pixels import (
     convert_color_space,
     get_decoder,
 )
-from pydicom.pixels.utils import get_expected_length
-from pydicom.uid import UID
+from pydicom.pixels.utils import as_pixel_options, get_expected_length
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
 from dicom.services.errors import DicomServiceError
 
 logger = logging.getLogger(__name__)
 
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+_PIXEL_TAG_KEYWORDS = {
+    0x7FE00010: "PixelData",
+    0x7FE00008: "FloatPixelData",
+    0x7FE00009: "DoubleFloatPixelData",
+}
+_ITEM, _SEQUENCE_DELIMITER = 0xFFFEE000, 0xFFFEE0DD
+_UNDEFINED_LENGTH = 0xFFFFFFFF
 # (7FE0,0010), (7FE0,0008), (7FE0,0009) as they appear on disk, little and big endian.
 _PIXEL_DATA_TAG_BYTES = tuple(
     struct.pack(f"{order}HH", 0x7FE0, element) for element in (0x0010, 0x0008, 0x0009) for order in "<>"
@@ -64,8 +75,9 @@ def render_png(source: str | os.PathLike | BinaryIO, *, max_size: int | None = N
 
     ``source`` is a path or a binary file object opened for reading (read from its current position and
     left open). With ``max_size`` the longer side is scaled down to at most ``max_size`` pixels keeping
-    the aspect ratio; an image is never scaled up. The whole file is read into memory, but only its
-    first frame is decoded.
+    the aspect ratio; an image is never scaled up. Only the header and frame 0's bytes are read (for
+    encapsulated data, plus 8 bytes per fragment to check that the file is complete), so memory and
+    time do not grow with the number of frames. A deflated file is the exception: it is inflated whole.
 
     No side effects. Raises :class:`NoPixelDataError` when the file has no image and
     :class:`RenderError` for every other failure (missing file, not DICOM, undecodable pixel data, a
@@ -84,8 +96,9 @@ def render_png(source: str | os.PathLike | BinaryIO, *, max_size: int | None = N
 
 
 def _render(source: str | os.PathLike | BinaryIO, *, max_size: int | None) -> bytes:
-    ds = _read_dataset(source)
-    frame, photometric = _decode_first_frame(ds)
+    with _opened(source) as fp:
+        ds, pixels = _read_header(fp)
+        frame, photometric = _decode_first_frame(ds, pixels, fp)
     try:
         if photometric in _MONOCHROME:
             gray = _grayscale_to_8bit(
@@ -93,7 +106,7 @@ def _render(source: str | os.PathLike | BinaryIO, *, max_size: int | None) -> by
                 _frame_voi_dataset(ds),
                 photometric,
                 # Float and Double Float Pixel Data hold real values already: no modality LUT applies.
-                modality_lut="PixelData" in ds,
+                modality_lut=pixels.keyword == "PixelData",
             )
             image = Image.fromarray(gray, mode="L")
         else:
@@ -129,37 +142,74 @@ def render_placeholder_png(text: str, *, size: int = 256) -> bytes:
     return _png_bytes(image)
 
 
-def _read_dataset(source: str | os.PathLike | BinaryIO) -> Dataset:
-    """Read the whole dataset; raise NoPixelDataError when it has no pixel data element."""
+@dataclass(frozen=True)
+class _PixelElement:
+    """Where the top-level pixel data element's value lies in the file, as its header states it.
+
+    ``length`` is None for encapsulated (undefined length) data; ``available`` is the number of bytes
+    the file holds from ``value_offset`` to its end (so a native value is truncated when it is smaller
+    than ``length``). ``in_dataset`` means the value was read into the dataset instead (deflated files).
+    """
+
+    keyword: str
+    vr: str | None
+    length: int | None
+    value_offset: int
+    available: int
+    in_dataset: bool = False
+
+
+@contextmanager
+def _opened(source: str | os.PathLike | BinaryIO) -> Iterator[BinaryIO]:
     # The reasons below never quote the path: file names in PACS exports often carry patient names.
+    if hasattr(source, "read"):
+        yield source
+        return
     try:
-        if hasattr(source, "read"):
-            return _read_image_dataset(source)
-        with open(source, "rb") as fp:
-            return _read_image_dataset(fp)
+        fp = open(source, "rb")  # noqa: SIM115 - closed below, after the frame is read
     except FileNotFoundError as exc:
         raise RenderError("the file does not exist") from exc
     except IsADirectoryError as exc:
         raise RenderError("the path is a directory, not a file") from exc
     except PermissionError as exc:
         raise RenderError("the file cannot be read (permission denied)") from exc
+    with fp:
+        yield fp
 
 
-def _read_image_dataset(fp: BinaryIO) -> Dataset:
+def _read_header(fp: BinaryIO) -> tuple[Dataset, _PixelElement]:
+    """Read the dataset up to its pixel data and locate that element; raise NoPixelDataError without one.
+
+    The pixel data value itself is not read (except in a deflated file, see below); ``fp`` is left just
+    after the element's header.
+    """
     start = fp.tell()
     try:
-        ds = dcmread(fp)
+        ds = dcmread(fp, stop_before_pixels=True)
     except InvalidDicomError as exc:
         raise RenderError("not a DICOM file (no DICOM file meta information)") from exc
     except Exception as exc:
         raise RenderError(
             f"the file is not readable as DICOM (truncated or malformed header: {type(exc).__name__})"
         ) from exc
-    if any(keyword in ds for keyword in _PIXEL_KEYWORDS):
-        return ds
 
-    # pydicom reads a file cut short inside encapsulated pixel data with only a warning, and drops the
-    # element (or everything it had read), so "no pixel data" must be checked against the bytes.
+    file_meta = getattr(ds, "file_meta", None)
+    transfer_syntax = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
+    if transfer_syntax == DeflatedExplicitVRLittleEndian:
+        # One deflate stream holds the whole dataset: pydicom inflates it in memory whatever we ask, so
+        # there is no offset in the file to seek to. The syntax is rare for images (it exists for
+        # reports); read the whole dataset as before.
+        fp.seek(start)
+        ds = _read_whole_dataset(fp)
+        pixels = _pixel_element_in(ds)
+    else:
+        # dcmread(stop_before_pixels=True) leaves the file at the pixel data element's tag, if any.
+        pixels = _pixel_element_at(fp, ds)
+    if pixels is not None:
+        return ds, pixels
+
+    # pydicom reads a file cut short inside the pixel data element's header or its encapsulated value
+    # with only a warning, so "no pixel data" must be checked against the bytes.
     fp.seek(start)
     if _contains_pixel_data_tag(fp):
         raise RenderError("pixel data is truncated (the file ends inside its pixel data element)")
@@ -173,6 +223,58 @@ def _read_image_dataset(fp: BinaryIO) -> Dataset:
     raise NoPixelDataError(f"this file has no image (SOP class: {sop_class_name})")
 
 
+def _read_whole_dataset(fp: BinaryIO) -> Dataset:
+    try:
+        return dcmread(fp)
+    except Exception as exc:
+        raise RenderError(
+            f"the file is not readable as DICOM (truncated or malformed header: {type(exc).__name__})"
+        ) from exc
+
+
+def _pixel_element_in(ds: Dataset) -> _PixelElement | None:
+    keyword = next((keyword for keyword in _PIXEL_KEYWORDS if keyword in ds), None)
+    if keyword is None:
+        return None
+    size = len(ds[keyword].value or b"")
+    return _PixelElement(keyword, ds[keyword].VR, size, 0, size, in_dataset=True)
+
+
+def _pixel_element_at(fp: BinaryIO, ds: Dataset) -> _PixelElement | None:
+    """Parse the pixel data element header at the file position; None if there is none (or only part)."""
+    is_implicit_vr, is_little_endian = ds.original_encoding
+    order = "<" if is_little_endian in (True, None) else ">"
+    header = fp.read(8)
+    if len(header) < 8:
+        return None
+    group, element = struct.unpack(f"{order}HH", header[:4])
+    keyword = _PIXEL_TAG_KEYWORDS.get(group << 16 | element)
+    if keyword is None:
+        return None
+    vr: str | None = None
+    if is_implicit_vr:
+        (length,) = struct.unpack(f"{order}L", header[4:])
+    else:
+        vr = header[4:6].decode("ascii", errors="replace")
+        if vr in EXPLICIT_VR_LENGTH_32:
+            extended = fp.read(4)
+            if len(extended) < 4:
+                return None
+            (length,) = struct.unpack(f"{order}L", extended)
+        else:
+            (length,) = struct.unpack(f"{order}H", header[6:])
+    value_offset = fp.tell()
+    end = fp.seek(0, io.SEEK_END)
+    fp.seek(value_offset)
+    return _PixelElement(
+        keyword,
+        vr,
+        None if length == _UNDEFINED_LENGTH else length,
+        value_offset,
+        end - value_offset,
+    )
+
+
 def _contains_pixel_data_tag(fp: BinaryIO) -> bool:
     overlap = max(len(tag) for tag in _PIXEL_DATA_TAG_BYTES) - 1
     tail = b""
@@ -184,13 +286,20 @@ def _contains_pixel_data_tag(fp: BinaryIO) -> bool:
     return False
 
 
-def _decode_first_frame(ds: Dataset) -> tuple[np.ndarray, str]:
-    """Return frame 0 and the photometric interpretation of the decoded array (not of the file)."""
-    keyword = next(kw for kw in _PIXEL_KEYWORDS if kw in ds)
+def _decode_first_frame(ds: Dataset, pixels: _PixelElement, fp: BinaryIO) -> tuple[np.ndarray, str]:
+    """Return frame 0 and the photometric interpretation of the decoded array (not of the file).
 
+    Only frame 0's bytes are read from ``fp``: pydicom's decoders take a file positioned at the pixel
+    data value and, asked for one ``index``, seek to that frame (native data) or find it through the
+    Extended or Basic Offset Table, or by walking the fragment item headers (encapsulated data).
+    """
     missing = [keyword for keyword in _REQUIRED_IMAGE_PIXEL if ds.get(keyword) in (None, "")]
     if missing:
         raise RenderError(f"required image attributes are missing: {', '.join(missing)}")
+    frames = ds.get("NumberOfFrames")
+    if frames not in (None, "") and not isinstance(frames, int):
+        # An invalid IS stays a str, which pydicom would multiply as a string or fail to convert.
+        raise RenderError("(0028,0008) Number of Frames is not a valid integer")
 
     file_meta = getattr(ds, "file_meta", None)
     transfer_syntax = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
@@ -205,11 +314,26 @@ def _decode_first_frame(ds: Dataset) -> tuple[np.ndarray, str]:
         raise RenderError(f"transfer syntax {transfer_syntax.name} needs a decoder that is not installed")
 
     if decoder.is_native:
-        _check_native_length(ds, keyword)
+        _check_native_length(ds, pixels)
+    elif not pixels.in_dataset:
+        _check_encapsulated_items(fp, pixels, little_endian=transfer_syntax.is_little_endian)
+    source: Dataset | BinaryIO = ds
+    options = {}
+    if not pixels.in_dataset:
+        source = fp
+        # What pydicom's decoder takes from a dataset that holds the pixel data, given for a file source.
+        options = {
+            **as_pixel_options(ds),
+            "transfer_syntax_uid": transfer_syntax,
+            "pixel_keyword": pixels.keyword,
+        }
+        if pixels.vr is not None:
+            options["pixel_vr"] = pixels.vr
+        fp.seek(pixels.value_offset)
     try:
         # The decoder, not pydicom.pixels.pixel_array(), because only it reports the photometric
         # interpretation of what it returns: JPEG baseline and JPEG 2000 YBR come back as RGB.
-        array, properties = decoder.as_array(ds, index=0)
+        array, properties = decoder.as_array(source, index=0, **options)
     except Exception as exc:
         reason = _reason(exc)
         raise RenderError(f"the {transfer_syntax.name} pixel data cannot be decoded ({reason})") from exc
@@ -225,19 +349,51 @@ def _decode_first_frame(ds: Dataset) -> tuple[np.ndarray, str]:
     return array, photometric
 
 
-def _check_native_length(ds: Dataset, keyword: str) -> None:
-    # pydicom's own message says "less than expected"; the admin wants the plain word "truncated".
-    frames = ds.get("NumberOfFrames")
-    if frames not in (None, "") and not isinstance(frames, int):
-        # An invalid IS stays a str, which get_expected_length() would multiply as a string.
-        raise RenderError("(0028,0008) Number of Frames is not a valid integer")
+def _check_native_length(ds: Dataset, pixels: _PixelElement) -> None:
+    # pydicom checks the length only of a value it holds in memory, and in its own words ("less than
+    # expected"); the admin wants the plain word "truncated", and a file source must be checked too.
     try:
         expected = int(get_expected_length(ds, unit="bytes"))
     except Exception as exc:
         raise RenderError(f"the image attributes are missing or invalid ({_reason(exc)})") from exc
-    actual = len(ds[keyword].value or b"")
+    actual = min(pixels.length or 0, pixels.available)
     if actual < expected:
         raise RenderError(f"pixel data is truncated ({actual} of {expected} bytes present)")
+    if ds.get("PhotometricInterpretation") == "YBR_FULL_422":
+        # pydicom's own check on an in-memory value (PS3.3 C.7.6.3): YBR_FULL_422 native data is 2/3
+        # the size of full-resolution colour, so a value that large was stored as RGB or YBR_FULL.
+        full_size = expected // 2 * 3
+        if actual >= full_size + full_size % 2:
+            raise RenderError(
+                "the pixel data is a third larger than YBR_FULL_422 allows: (0028,0004) Photometric "
+                "Interpretation is probably wrong (RGB or YBR_FULL)"
+            )
+
+
+def _check_encapsulated_items(fp: BinaryIO, pixels: _PixelElement, *, little_endian: bool) -> None:
+    """Walk the item headers of the encapsulated value, seeking over each item; raise if the file ends first.
+
+    Reads 8 bytes per fragment and no fragment data. A malformed item (an unexpected tag) is left for
+    the decoder to report.
+    """
+    header = struct.Struct("<HHL" if little_endian else ">HHL")
+    position = pixels.value_offset
+    end = pixels.value_offset + pixels.available
+    fp.seek(position)
+    while True:
+        data = fp.read(header.size)
+        if len(data) < header.size:
+            raise RenderError("pixel data is truncated (the file ends inside its pixel data element)")
+        group, element, length = header.unpack(data)
+        tag = group << 16 | element
+        if tag == _SEQUENCE_DELIMITER:
+            return
+        if tag != _ITEM or length == _UNDEFINED_LENGTH:
+            return
+        position += header.size + length
+        if position > end:
+            raise RenderError("pixel data is truncated (the file ends inside its pixel data element)")
+        fp.seek(position)
 
 
 def _frame_voi_dataset(ds: Dataset) -> Dataset:
