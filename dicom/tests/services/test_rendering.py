@@ -1,6 +1,8 @@
 """Tests of dicom.services.rendering on the files pydicom ships and on datasets built here."""
 
 import io
+import struct
+import tracemalloc
 import warnings
 from pathlib import Path
 
@@ -12,9 +14,16 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.pixels import apply_color_lut, pixel_array
+from pydicom.encaps import encapsulate, encapsulate_extended, generate_frames
+from pydicom.pixels import apply_color_lut, get_encoder, pixel_array
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
+    SecondaryCaptureImageStorage,
+    generate_uid,
+)
 
 from dicom.services.rendering import NoPixelDataError, RenderError, render_placeholder_png, render_png
 
@@ -273,6 +282,150 @@ def test_multi_frame_grayscale_renders_like_its_first_frame_alone() -> None:
     second.PixelData = frames[1].tobytes()
     del second.GridFrameOffsetVector
     assert render_png(_as_file(second)) != expected
+
+
+# A large multi-frame file: 600 frames of 512x512 16-bit, 300 MB uncompressed. A thumbnail of it may
+# allocate a few frames' worth (one frame is 0.5 MB; float64 working copies 2 MB each), not the file.
+LARGE_SIDE, LARGE_FRAMES = 512, 600
+PEAK_ALLOCATION_LIMIT = 30 * 2**20
+
+
+def _large_frame(number: int) -> np.ndarray:
+    # Frame 0 a diagonal ramp, the others a ramp the other way: rendering the wrong frame shows.
+    ramp = np.add.outer(np.arange(LARGE_SIDE), np.arange(LARGE_SIDE)).astype(np.uint16) * 4
+    return ramp if number == 0 else ramp[:, ::-1] + number
+
+
+def _large_header(transfer_syntax: str, frames: int) -> Dataset:
+    ds = _secondary_capture(np.zeros((LARGE_SIDE, LARGE_SIDE), dtype=np.uint16))
+    del ds.PixelData
+    ds.file_meta.TransferSyntaxUID = transfer_syntax
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = (
+        MultiFrameGrayscaleWordSecondaryCaptureImageStorage
+    )
+    ds.NumberOfFrames = frames
+    return ds
+
+
+def _write_large_file(path: Path, transfer_syntax: str, frames: list[bytes], *, frames_total: int) -> None:
+    """Write a file of ``frames_total`` frames chunk by chunk; the last given frame fills the rest.
+
+    Native frames go in as they are; encapsulated ones as one fragment each with an empty Basic Offset
+    Table, which makes the reader walk the fragments to find a frame.
+    """
+    encapsulated = transfer_syntax != ExplicitVRLittleEndian
+    with open(path, "wb") as fp:
+        _large_header(transfer_syntax, frames_total).save_as(fp, enforce_file_format=True)
+        if encapsulated:
+            fp.write(struct.pack("<HH2sHL", 0x7FE0, 0x0010, b"OB", 0, 0xFFFFFFFF))
+            fp.write(struct.pack("<HHL", 0xFFFE, 0xE000, 0))
+        else:
+            fp.write(
+                struct.pack(
+                    "<HH2sHL", 0x7FE0, 0x0010, b"OW", 0, sum(map(len, frames)) // len(frames) * frames_total
+                )
+            )
+        for number in range(frames_total):
+            frame = frames[min(number, len(frames) - 1)]
+            if encapsulated:
+                frame += b"\x00" * (len(frame) % 2)
+                fp.write(struct.pack("<HHL", 0xFFFE, 0xE000, len(frame)))
+            fp.write(frame)
+        if encapsulated:
+            fp.write(struct.pack("<HHL", 0xFFFE, 0xE0DD, 0))
+
+
+def _render_with_peak_allocation(path: Path) -> tuple[bytes, int]:
+    tracemalloc.start()
+    try:
+        rendered = render_png(path, max_size=128)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return rendered, peak
+
+
+def test_large_native_multi_frame_thumbnail_reads_only_frame_zero(tmp_path: Path) -> None:
+    large = tmp_path / "large.dcm"
+    frames = [_large_frame(0).tobytes(), _large_frame(1).tobytes()]
+    _write_large_file(large, ExplicitVRLittleEndian, frames, frames_total=LARGE_FRAMES)
+    assert large.stat().st_size > 300 * 10**6
+
+    rendered, peak = _render_with_peak_allocation(large)
+
+    assert peak < PEAK_ALLOCATION_LIMIT
+    first_alone = _large_header(ExplicitVRLittleEndian, 1)
+    first_alone.PixelData = frames[0]
+    assert rendered == render_png(_as_file(first_alone), max_size=128)
+    first_alone.PixelData = frames[1]
+    assert rendered != render_png(_as_file(first_alone), max_size=128)
+
+
+def test_large_encapsulated_multi_frame_without_offset_table_reads_only_frame_zero(tmp_path: Path) -> None:
+    # Noise compresses badly, so each JPEG 2000 frame stays near its 0.5 MB uncompressed size.
+    noise = np.random.default_rng(7).integers(0, 4096, (LARGE_SIDE, LARGE_SIDE), dtype=np.uint16)
+    options = {
+        "rows": LARGE_SIDE,
+        "columns": LARGE_SIDE,
+        "samples_per_pixel": 1,
+        "bits_allocated": 16,
+        "bits_stored": 16,
+        "pixel_representation": 0,
+        "photometric_interpretation": "MONOCHROME2",
+        "number_of_frames": 1,
+    }
+    encoder = get_encoder(JPEG2000Lossless)
+    frames = [encoder.encode(noise, **options), encoder.encode(noise[::-1], **options)]
+    large = tmp_path / "large-j2k.dcm"
+    _write_large_file(large, JPEG2000Lossless, frames, frames_total=LARGE_FRAMES)
+    assert large.stat().st_size > 200 * 10**6
+
+    rendered, peak = _render_with_peak_allocation(large)
+
+    assert peak < PEAK_ALLOCATION_LIMIT
+    first_alone = _large_header(JPEG2000Lossless, 1)
+    first_alone.PixelData = encapsulate(frames[:1])
+    assert rendered == render_png(_as_file(first_alone), max_size=128)
+    first_alone.PixelData = encapsulate(frames[1:])
+    assert rendered != render_png(_as_file(first_alone), max_size=128)
+
+
+def _reencapsulated(how: str) -> Dataset:
+    """examples_ybr_color.dcm (30 JPEG frames, with a Basic Offset Table) encapsulated another way."""
+    ds = dcmread(get_testdata_file("examples_ybr_color.dcm"))
+    frames = list(generate_frames(ds.PixelData, number_of_frames=ds.NumberOfFrames))
+    if how == "extended offset table":
+        ds.PixelData, ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths = encapsulate_extended(frames)
+    else:
+        ds.PixelData = encapsulate(frames, has_bot=how == "basic offset table")
+    return ds
+
+
+@pytest.mark.parametrize("how", ["basic offset table", "extended offset table", "no offset table"])
+def test_encapsulated_multi_frame_renders_frame_zero_from_a_file(tmp_path: Path, how: str) -> None:
+    path = tmp_path / "ybr.dcm"
+    _reencapsulated(how).save_as(path, enforce_file_format=True)
+    expected = pixel_array(get_testdata_file("examples_ybr_color.dcm"), index=0)
+    np.testing.assert_array_equal(_pixels(render_png(path)), expected)
+    with open(path, "rb") as fp:
+        assert render_png(fp) == render_png(path)
+
+
+def test_encapsulated_multi_frame_cut_after_frame_zero_is_still_truncated() -> None:
+    # Frame 0 is intact and could be decoded, but a file that ends inside its pixel data is damaged:
+    # the renderer says so rather than show a picture of a broken file.
+    data = _as_file(_reencapsulated("no offset table")).getvalue()
+    with pytest.raises(RenderError) as caught:
+        render_png(io.BytesIO(data[: len(data) * 2 // 3]))
+    assert caught.value.detail == "pixel data is truncated (the file ends inside its pixel data element)"
+
+
+def test_native_multi_frame_cut_after_frame_zero_is_still_truncated() -> None:
+    ds = dcmread(get_testdata_file("rtdose.dcm"))  # 15 frames of 10x10 32-bit
+    data = _as_file(ds).getvalue()
+    with pytest.raises(RenderError) as caught:
+        render_png(io.BytesIO(data[:-1000]))
+    assert caught.value.detail == "pixel data is truncated (5000 of 6000 bytes present)"
 
 
 def test_enhanced_multi_frame_uses_the_functional_group_window() -> None:
