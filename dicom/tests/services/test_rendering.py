@@ -320,11 +320,7 @@ def _write_large_file(path: Path, transfer_syntax: str, frames: list[bytes], *, 
             fp.write(struct.pack("<HH2sHL", 0x7FE0, 0x0010, b"OB", 0, 0xFFFFFFFF))
             fp.write(struct.pack("<HHL", 0xFFFE, 0xE000, 0))
         else:
-            fp.write(
-                struct.pack(
-                    "<HH2sHL", 0x7FE0, 0x0010, b"OW", 0, sum(map(len, frames)) // len(frames) * frames_total
-                )
-            )
+            fp.write(struct.pack("<HH2sHL", 0x7FE0, 0x0010, b"OW", 0, len(frames[0]) * frames_total))
         for number in range(frames_total):
             frame = frames[min(number, len(frames) - 1)]
             if encapsulated:
