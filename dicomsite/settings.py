@@ -29,7 +29,7 @@ def _embedded_secret(name: str) -> str:
     """A random secret created once under DATA_DIR (mode 0600) and read back on every start."""
     path = DATA_DIR / name
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{name}-")
         with os.fdopen(descriptor, "w") as handle:
             handle.write(secrets.token_urlsafe(48))
@@ -128,7 +128,8 @@ def _database_from_url(url: str) -> dict:
 
 
 def _sqlite(path: str) -> dict:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    # The database holds patient data of originals: its directory is created private (0700).
+    Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     # Several uploading clients and a worker write at once: WAL lets readers go on while one writes,
     # IMMEDIATE takes the write lock at BEGIN (a read-then-write transaction cannot upgrade its lock
     # later, and the busy timeout does not help then), and the timeout makes writers queue.
