@@ -12,6 +12,8 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
 
+from dicom.services.errors import InvalidDicomError
+
 # API key -> DICOM keyword, in the order the README documents them.
 METADATA_KEYWORDS: dict[str, str] = {
     "patient_id": "PatientID",
@@ -118,7 +120,14 @@ def extract_metadata(ds: Dataset) -> dict[str, Any]:
     """
     result: dict[str, Any] = {}
     for key, tag in _METADATA_TAGS.items():
-        element = ds.get(tag)
+        try:
+            element = ds.get(tag)
+        except (NotImplementedError, ValueError, TypeError, LookupError, UnicodeError) as error:
+            # pydicom cannot convert the value (an unknown VR, bytes that fit no VR): bad input.
+            keyword = METADATA_KEYWORDS[key]
+            raise InvalidDicomError(
+                f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) {keyword} cannot be read ({type(error).__name__})"
+            ) from None
         value = _plain(element.value) if element is not None else None
         if value is not None and element.VR == "DA":
             value = _iso_date(value if isinstance(value, str) else str(value))

@@ -431,7 +431,12 @@ class _DatasetWalk:
         self, tag: int, vr: bytes | str | None, length: int, start: int, end: int, implicit: bool
     ) -> None:
         if isinstance(vr, bytes):
-            vr = vr.decode("ascii")
+            try:
+                vr = vr.decode("ascii")
+            except UnicodeDecodeError:
+                raise InvalidDicomError(
+                    f"element {_tag_name(tag)} has a malformed value representation"
+                ) from None
         self.raw[tag] = RawDataElement(
             Tag(tag), vr, length, bytes(self.buf[start:end]), start, implicit, self.little
         )

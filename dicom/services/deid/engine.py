@@ -6,7 +6,9 @@ Pure pydicom: no Django, no settings. The caller passes the key. See ``docs/deid
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
+import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -18,7 +20,7 @@ from pydicom.filebase import DicomIO
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 
-from dicom.services.errors import DeidentificationRefusedError, InvalidDicomError
+from dicom.services.errors import DeidentificationRefusedError, DicomServiceError, InvalidDicomError
 
 from . import streaming
 from .attributes import (
@@ -38,6 +40,8 @@ from .keyed import date_shift_days, keyed_uid, pseudonym_id, pseudonym_name
 from .options import BASIC_PROFILE_CODE, OPTION_CODES, DeidOptions
 from .rules import CLEAN, DUMMY, KEEP, REMOVE, SHIFT, UID, ZERO, RuleSet, ruleset_for
 from .verify import verify_deidentified
+
+logger = logging.getLogger(__name__)
 
 PROJECT_IMPLEMENTATION_CLASS_UID = "2.25.4427826618977372476651161393518730348"
 PROJECT_IMPLEMENTATION_VERSION_NAME = "DICOMSVC_1"
@@ -520,10 +524,37 @@ def deidentify_file(
     if isinstance(source, str | os.PathLike):
         # A source that cannot be opened is the caller's storage problem, not bad DICOM: OSError.
         with open(os.fspath(source), "rb") as fp:
-            return _deidentify_stream(fp, destination, options=options, key=key)
+            return _guarded(_deidentify_stream, fp, destination, options=options, key=key)
     if all(hasattr(source, name) for name in ("read", "seek", "tell")):
-        return _deidentify_stream(source, destination, options=options, key=key)  # type: ignore[arg-type]
-    return _deidentify_in_memory(source, destination, options=options, key=key)
+        return _guarded(_deidentify_stream, source, destination, options=options, key=key)
+    return _guarded(_deidentify_in_memory, source, destination, options=options, key=key)
+
+
+def _guarded(
+    function, source, destination, *, options: DeidOptions, key: bytes
+) -> tuple[Dataset, DeidReport]:
+    """Run one de-identification; a file whose values pydicom cannot convert or write is bad input.
+
+    Malformed values (an unknown VR, text that fits no character set, file meta pydicom refuses to
+    write) surface as assorted library exceptions. They become InvalidDicomError naming only the
+    exception's class: its message may quote the value.
+    """
+    try:
+        return function(source, destination, options=options, key=key)
+    except (DicomServiceError, OSError):
+        raise
+    except (NotImplementedError, ValueError, TypeError, AttributeError, LookupError, UnicodeError) as error:
+        # Where it failed (file and line), not the message: enough to tell a library refusal from a bug.
+        frame = traceback.extract_tb(error.__traceback__)[-1]
+        logger.warning(
+            "de-identification refused a malformed file: %s at %s:%s",
+            type(error).__name__,
+            os.path.basename(frame.filename),
+            frame.lineno,
+        )
+        raise InvalidDicomError(
+            f"the file has values that cannot be read or written ({type(error).__name__})"
+        ) from None
 
 
 def _read(source: object, *, stop_before_pixels: bool) -> Dataset:

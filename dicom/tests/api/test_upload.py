@@ -250,3 +250,37 @@ def test_a_deactivated_users_token_is_a_401_audited_against_that_user(api, user)
     assert set(response.json()) == {"detail"}
     audit = AuditLog.objects.get()
     assert (audit.action, audit.success, audit.status_code, audit.user) == ("status", False, 401, user)
+
+
+def _with_vr_bytes(tmp_path: Path, tag: bytes, vr: bytes) -> Path:
+    """CT_small with the VR of one explicit-VR element overwritten (a corrupt, not a cut, file)."""
+    data = bytearray(Path(CT_SMALL).read_bytes())
+    position = data.index(tag, 132)
+    data[position + 4 : position + 6] = vr
+    path = tmp_path / "corrupt.dcm"
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("tag", "vr"),
+    [
+        (b"\x10\x00\x30\x00", b"Di"),  # PatientBirthDate with a VR that does not exist
+        (b"\x08\x00\x60\x00", b"\xf4\x01"),  # Modality with bytes that are no VR at all
+    ],
+)
+@pytest.mark.parametrize("anonymize", ["false", "true"])
+def test_corrupt_value_representations_are_a_400_not_a_500(api, storage_root, tmp_path, tag, vr, anonymize):
+    response = upload(api, _with_vr_bytes(tmp_path, tag, vr), anonymize=anonymize)
+    assert response.status_code == 400, response.content
+    assert isinstance(response.json()["detail"], str)
+    assert DicomFile.objects.count() == 0
+    assert stored_files(storage_root) == []
+
+
+def test_a_file_pydicom_cannot_write_back_is_refused_on_anonymize_not_a_500(api, storage_root):
+    # Its file meta lacks the Media Storage SOP Class/Instance UIDs that a written file must carry.
+    response = upload(api, get_testdata_file("empty_charset_LEI.dcm"), anonymize="true")
+    assert response.status_code == 400, response.content
+    assert "cannot be read or written" in response.json()["detail"]
+    assert stored_files(storage_root) == []
