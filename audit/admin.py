@@ -57,16 +57,8 @@ class AuditLogAdmin(admin.ModelAdmin):
     were exported): who took a copy of the trail is something a privacy officer asks.
     """
 
-    list_display = (
-        "timestamp",
-        "username",
-        "action",
-        "success",
-        "status_code",
-        "file_id",
-        "client_address",
-        "reason",
-    )
+    # The export's columns, less the request id (which only matters to join rows of one request).
+    list_display = tuple(column for column in CSV_COLUMNS if column != "request_id")
     list_filter = ("action", "success", "user", "timestamp")
     search_fields = ("username", "=file_id")
     search_help_text = "Username, or an exact file id."
