@@ -16,7 +16,7 @@ from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
-from django.http import Http404, HttpRequest, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponseRedirect
 from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -30,11 +30,10 @@ from audit.models import AuditLog
 from audit.services import Actor, record
 from dicom.forms import DeidOptionsForm
 from dicom.models import DicomFile
-from dicom.responses import client_address, stored_file_response
+from dicom.responses import client_address, stored_file_response, visible_file_or_404
 from dicom.services.anonymization import request_anonymization
-from dicom.services.errors import FileNotFoundInServiceError, FileNotReadyError
+from dicom.services.errors import FileNotReadyError
 from dicom.services.metadata import METADATA_KEYWORDS, PHI_KEYS
-from dicom.services.selectors import get_visible_file
 from dicom.views import VIEW_PHI
 
 PHI_MASK = "•••"
@@ -271,17 +270,7 @@ class DicomFileAdmin(admin.ModelAdmin):
         actor = Actor(user=request.user, client_address=client_address(request))
         if not self.has_view_permission(request):
             raise PermissionDenied
-        try:
-            dicom_file = get_visible_file(user=request.user, file_id=object_id)
-        except FileNotFoundInServiceError as error:
-            record(
-                actor=actor,
-                action=AuditLog.Action.DOWNLOAD,
-                success=False,
-                status_code=404,
-                reason=error.detail,
-            )
-            raise Http404(error.detail) from None
+        dicom_file = visible_file_or_404(request, object_id, actor=actor, action=AuditLog.Action.DOWNLOAD)
         refusal = _download_refusal(dicom_file, show_phi=may_see_phi(request))
         if refusal:
             status = 409 if not dicom_file.is_ready else 403

@@ -4,18 +4,14 @@ Thin: the access rule is the API's (``selectors.get_visible_file``), the patient
 ``dicom.view_phi`` permission, the image comes from ``services.previews``.
 """
 
-import uuid
-
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 
 from audit.models import AuditLog
 from audit.services import Actor, record
-from dicom.responses import client_address
-from dicom.services.errors import FileNotFoundInServiceError
+from dicom.responses import client_address, visible_file_or_404
 from dicom.services.previews import VARIANT_SIZES, get_preview
-from dicom.services.selectors import get_visible_file
 
 VIEW_PHI = "dicom.view_phi"
 
@@ -31,18 +27,7 @@ def preview(request: HttpRequest, file_id: str, variant: str) -> HttpResponse:
     actor = Actor(user=request.user, client_address=client_address(request))
     if variant not in VARIANT_SIZES:
         raise Http404("no such preview")
-    try:
-        dicom_file = get_visible_file(user=request.user, file_id=file_id)
-    except FileNotFoundInServiceError as error:
-        record(
-            actor=actor,
-            action=AuditLog.Action.PREVIEW,
-            success=False,
-            file_id=_uuid_or_none(file_id),
-            status_code=404,
-            reason=error.detail,
-        )
-        raise Http404(error.detail) from None
+    dicom_file = visible_file_or_404(request, file_id, actor=actor, action=AuditLog.Action.PREVIEW)
 
     result = get_preview(
         dicom_file=dicom_file, variant=variant, show_original=request.user.has_perm(VIEW_PHI)
@@ -63,10 +48,3 @@ def preview(request: HttpRequest, file_id: str, variant: str) -> HttpResponse:
     # file still processing. Either way, only the user's own browser may keep it.
     response["Cache-Control"] = "private, max-age=3600" if result.is_image else "private, no-cache"
     return response
-
-
-def _uuid_or_none(raw: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        return None

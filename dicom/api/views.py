@@ -1,7 +1,5 @@
 """The REST API of SEED-API.md: thin views that validate input, call one service, and answer."""
 
-import uuid
-
 from django.conf import settings
 from django.http import FileResponse
 from rest_framework import viewsets
@@ -13,7 +11,7 @@ from audit.models import AuditLog
 from audit.services import Actor, record
 from dicom.api.serializers import DeidOptionsSerializer, UploadSerializer
 from dicom.models import DicomFile
-from dicom.responses import client_address, stored_file_response
+from dicom.responses import client_address, stored_file_response, uuid_or_none
 from dicom.services.anonymization import request_anonymization
 from dicom.services.errors import FileNotReadyError, InvalidDicomError
 from dicom.services.ingest import IngestRequest, file_metadata, ingest_file
@@ -125,15 +123,8 @@ class DicomViewSet(viewsets.ViewSet):
                 actor=self.actor(),
                 action=action,
                 success=not failed,
-                file_id=_audit_file_id(kwargs.get("file_id")),
+                file_id=uuid_or_none(kwargs.get("file_id")),
                 status_code=response.status_code,
                 reason=str(detail),
             )
         return response
-
-
-def _audit_file_id(raw: str | None) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(raw) if raw else None
-    except ValueError:
-        return None
