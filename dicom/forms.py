@@ -17,7 +17,10 @@ OPTION_HELP: dict[str, str] = {
     "clean_descriptors": "Clean Descriptors (113105)",
     "clean_structured_content": "Clean Structured Content (113104)",
     "clean_graphics": "Clean Graphics (113103)",
-    "accept_burned_in_annotation": "De-identify files whose Burned In Annotation is YES (refused otherwise)",
+    "clean_pixel_data": "Clean Pixel Data (113101): blank burned-in text found in the pixels (refused otherwise)",
+    "accept_burned_in_annotation": (
+        "Keep the pixels as they are, burned-in text included (Patient Identity Removed is then NO)"
+    ),
 }
 
 

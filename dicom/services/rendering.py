@@ -98,7 +98,7 @@ def render_png(source: str | os.PathLike | BinaryIO, *, max_size: int | None = N
 def _render(source: str | os.PathLike | BinaryIO, *, max_size: int | None) -> bytes:
     with _opened(source) as fp:
         ds, pixels = _read_header(fp)
-        frame, photometric = _decode_first_frame(ds, pixels, fp)
+        frame, photometric = decode_frame(ds, pixels, fp)
     try:
         if photometric in _MONOCHROME:
             gray = _grayscale_to_8bit(
@@ -110,7 +110,7 @@ def _render(source: str | os.PathLike | BinaryIO, *, max_size: int | None) -> by
             )
             image = Image.fromarray(gray, mode="L")
         else:
-            image = Image.fromarray(_colour_to_8bit_rgb(frame, ds, photometric), mode="RGB")
+            image = Image.fromarray(colour_to_8bit_rgb(frame, ds, photometric), mode="RGB")
     except RenderError:
         raise
     except Exception as exc:
@@ -143,7 +143,7 @@ def render_placeholder_png(text: str, *, size: int = 256) -> bytes:
 
 
 @dataclass(frozen=True)
-class _PixelElement:
+class PixelElement:
     """Where the top-level pixel data element's value lies in the file, as its header states it.
 
     ``length`` is None for encapsulated (undefined length) data; ``available`` is the number of bytes
@@ -177,7 +177,7 @@ def _opened(source: str | os.PathLike | BinaryIO) -> Iterator[BinaryIO]:
         yield fp
 
 
-def _read_header(fp: BinaryIO) -> tuple[Dataset, _PixelElement]:
+def _read_header(fp: BinaryIO) -> tuple[Dataset, PixelElement]:
     """Read the dataset up to its pixel data and locate that element; raise NoPixelDataError without one.
 
     The pixel data value itself is not read (except in a deflated file, see below); ``fp`` is left just
@@ -201,10 +201,10 @@ def _read_header(fp: BinaryIO) -> tuple[Dataset, _PixelElement]:
         # reports); read the whole dataset as before.
         fp.seek(start)
         ds = _read_whole_dataset(fp)
-        pixels = _pixel_element_in(ds)
+        pixels = pixel_element_in(ds)
     else:
         # dcmread(stop_before_pixels=True) leaves the file at the pixel data element's tag, if any.
-        pixels = _pixel_element_at(fp, ds)
+        pixels = pixel_element_at(fp, ds)
     if pixels is not None:
         return ds, pixels
 
@@ -232,15 +232,15 @@ def _read_whole_dataset(fp: BinaryIO) -> Dataset:
         ) from exc
 
 
-def _pixel_element_in(ds: Dataset) -> _PixelElement | None:
+def pixel_element_in(ds: Dataset) -> PixelElement | None:
     keyword = next((keyword for keyword in _PIXEL_KEYWORDS if keyword in ds), None)
     if keyword is None:
         return None
     size = len(ds[keyword].value or b"")
-    return _PixelElement(keyword, ds[keyword].VR, size, 0, size, in_dataset=True)
+    return PixelElement(keyword, ds[keyword].VR, size, 0, size, in_dataset=True)
 
 
-def _pixel_element_at(fp: BinaryIO, ds: Dataset) -> _PixelElement | None:
+def pixel_element_at(fp: BinaryIO, ds: Dataset) -> PixelElement | None:
     """Parse the pixel data element header at the file position; None if there is none (or only part)."""
     is_implicit_vr, is_little_endian = ds.original_encoding
     order = "<" if is_little_endian in (True, None) else ">"
@@ -266,7 +266,7 @@ def _pixel_element_at(fp: BinaryIO, ds: Dataset) -> _PixelElement | None:
     value_offset = fp.tell()
     end = fp.seek(0, io.SEEK_END)
     fp.seek(value_offset)
-    return _PixelElement(
+    return PixelElement(
         keyword,
         vr,
         None if length == _UNDEFINED_LENGTH else length,
@@ -286,12 +286,16 @@ def _contains_pixel_data_tag(fp: BinaryIO) -> bool:
     return False
 
 
-def _decode_first_frame(ds: Dataset, pixels: _PixelElement, fp: BinaryIO) -> tuple[np.ndarray, str]:
-    """Return frame 0 and the photometric interpretation of the decoded array (not of the file).
+def decode_frame(
+    ds: Dataset, pixels: PixelElement, fp: BinaryIO | None, *, index: int = 0, as_rgb: bool = True
+) -> tuple[np.ndarray, str]:
+    """Return frame ``index`` and the photometric interpretation of the decoded array (not of the file).
 
-    Only frame 0's bytes are read from ``fp``: pydicom's decoders take a file positioned at the pixel
+    Only that frame's bytes are read from ``fp``: pydicom's decoders take a file positioned at the pixel
     data value and, asked for one ``index``, seek to that frame (native data) or find it through the
-    Extended or Basic Offset Table, or by walking the fragment item headers (encapsulated data).
+    Extended or Basic Offset Table, or by walking the fragment item headers (encapsulated data). With
+    ``pixels.in_dataset`` the value is taken from ``ds`` and ``fp`` is not used. ``as_rgb=False`` keeps
+    native YBR data as it is stored (the decoders convert it to RGB by default). Raises RenderError.
     """
     missing = [keyword for keyword in _REQUIRED_IMAGE_PIXEL if ds.get(keyword) in (None, "")]
     if missing:
@@ -333,7 +337,7 @@ def _decode_first_frame(ds: Dataset, pixels: _PixelElement, fp: BinaryIO) -> tup
     try:
         # The decoder, not pydicom.pixels.pixel_array(), because only it reports the photometric
         # interpretation of what it returns: JPEG baseline and JPEG 2000 YBR come back as RGB.
-        array, properties = decoder.as_array(source, index=0, **options)
+        array, properties = decoder.as_array(source, index=index, as_rgb=as_rgb, **options)
     except Exception as exc:
         reason = _reason(exc)
         raise RenderError(f"the {transfer_syntax.name} pixel data cannot be decoded ({reason})") from exc
@@ -349,7 +353,7 @@ def _decode_first_frame(ds: Dataset, pixels: _PixelElement, fp: BinaryIO) -> tup
     return array, photometric
 
 
-def _check_native_length(ds: Dataset, pixels: _PixelElement) -> None:
+def _check_native_length(ds: Dataset, pixels: PixelElement) -> None:
     # pydicom checks the length only of a value it holds in memory, and in its own words ("less than
     # expected"); the admin wants the plain word "truncated", and a file source must be checked too.
     try:
@@ -370,7 +374,7 @@ def _check_native_length(ds: Dataset, pixels: _PixelElement) -> None:
             )
 
 
-def _check_encapsulated_items(fp: BinaryIO, pixels: _PixelElement, *, little_endian: bool) -> None:
+def _check_encapsulated_items(fp: BinaryIO, pixels: PixelElement, *, little_endian: bool) -> None:
     """Walk the item headers of the encapsulated value, seeking over each item; raise if the file ends first.
 
     Reads 8 bytes per fragment and no fragment data. A malformed item (an unexpected tag) is left for
@@ -481,7 +485,7 @@ def _scale(values: np.ndarray, low: float, high: float) -> np.ndarray:
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
-def _colour_to_8bit_rgb(frame: np.ndarray, ds: Dataset, photometric: str) -> np.ndarray:
+def colour_to_8bit_rgb(frame: np.ndarray, ds: Dataset, photometric: str) -> np.ndarray:
     if photometric == "PALETTE COLOR":
         rgb = apply_color_lut(frame, ds)
         # The LUT's own entry size (8 or 16 bits) sets the range, not the indices' Bits Stored.

@@ -21,7 +21,9 @@ from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 
 from dicom.services.errors import DeidentificationRefusedError, DicomServiceError, InvalidDicomError
+from dicom.services.rendering import pixel_element_at, pixel_element_in
 
+from . import pixels as pixel_policy
 from . import streaming
 from .attributes import (
     DATE_VRS,
@@ -120,6 +122,7 @@ class DeidReport:
     new_study_instance_uid: str | None = None
     new_series_instance_uid: str | None = None
     new_sop_instance_uid: str | None = None
+    pixel_text: dict | None = None
 
     def to_dict(self) -> dict:
         """A plain dict of counts, option names, codes and the new (keyed) UIDs."""
@@ -135,6 +138,7 @@ class DeidReport:
             "new_study_instance_uid": self.new_study_instance_uid,
             "new_series_instance_uid": self.new_series_instance_uid,
             "new_sop_instance_uid": self.new_sop_instance_uid,
+            "pixel_text": self.pixel_text,
         }
 
 
@@ -398,38 +402,59 @@ def _method_codes(options: DeidOptions) -> list[tuple[str, str]]:
 
 
 def _refuse_burned_in(ds: Dataset, options: DeidOptions) -> None:
-    if BURNED_IN_ANNOTATION not in ds:
+    if BURNED_IN_ANNOTATION not in ds or options.accept_burned_in_annotation or options.clean_pixel_data:
         return
     strings = element_strings(ds, BURNED_IN_ANNOTATION, "CS")
-    if strings and strings[0].upper() == "YES" and not options.accept_burned_in_annotation:
+    if strings and strings[0].upper() == "YES":
         raise DeidentificationRefusedError(
-            "(0028,0301) BurnedInAnnotation is YES: the pixel data may show identifying text; "
-            "resend with accept_burned_in_annotation to de-identify the header only"
+            "(0028,0301) BurnedInAnnotation is YES: the pixel data may show identifying text; resend "
+            "with clean_pixel_data to blank it, or with accept_burned_in_annotation to keep the pixels "
+            "as they are (Patient Identity Removed is then NO)"
         )
 
 
-def deidentify_dataset(ds: Dataset, *, options: DeidOptions, key: bytes) -> DeidReport:
+def deidentify_dataset(
+    ds: Dataset,
+    *,
+    options: DeidOptions,
+    key: bytes,
+    pixel_outcome: pixel_policy.PixelOutcome | None = None,
+) -> DeidReport:
     """De-identify ``ds`` in place (its file meta too) under the Basic Profile and ``options``.
 
     Takes a fingerprint of the original first, applies every rule of PS3.15 Table E.1-1 at any depth,
     writes the de-identification attributes, then runs the independent verification pass against the
-    fingerprint. Pixel data is never read or decoded.
+    fingerprint.
 
-    Raises DeidentificationRefusedError for burned-in annotation without
-    ``accept_burned_in_annotation`` (``ds`` untouched) and DeidentificationVerificationError when the
-    output still holds something identifying (``ds`` is then partly de-identified and must not be
-    released). An empty ``key`` is refused with ``ValueError``.
+    Pixel data held in ``ds`` is scanned for burned-in text and, under ``clean_pixel_data``, cleaned
+    (see :mod:`.pixels`). A caller that scanned the pixels itself (the streaming path of
+    :func:`deidentify_file`, whose ``ds`` is the header only) passes ``pixel_outcome``.
+
+    Raises DeidentificationRefusedError for burned-in annotation (declared YES, or text found)
+    without ``clean_pixel_data`` or ``accept_burned_in_annotation`` (``ds`` untouched) and
+    DeidentificationVerificationError when the output still holds something identifying, in its
+    attributes or its cleaned pixels (``ds`` is then partly de-identified and must not be released).
+    An empty ``key`` is refused with ``ValueError``.
     """
     if not key:
         raise ValueError("a non-empty de-identification key is required")
     _refuse_burned_in(ds, options)
+    if pixel_outcome is None:
+        pixel_outcome = pixel_policy.inspect(ds, pixel_element_in(ds), None, options=options)
+        if options.clean_pixel_data and pixel_outcome.needs_cleaning:
+            pixel_policy.clean(ds, pixel_outcome)
     rules = ruleset_for(options)
     fingerprint = collect_identifiers(ds)
     engine = _Engine(rules=rules, options=options, key=key, fingerprint=fingerprint)
     engine.walk(ds)
 
     codes = _method_codes(options)
-    ds[PATIENT_IDENTITY_REMOVED] = new_element(PATIENT_IDENTITY_REMOVED, "CS", "YES")
+    # PS3.3 C.12.1.1.7.1: YES only when identity is removed from the attributes *and* the pixel data,
+    # which accept_burned_in_annotation leaves as they are.
+    pixels_kept = options.accept_burned_in_annotation and pixel_outcome.has_pixel_data
+    ds[PATIENT_IDENTITY_REMOVED] = new_element(PATIENT_IDENTITY_REMOVED, "CS", "NO" if pixels_kept else "YES")
+    if options.clean_pixel_data and pixel_outcome.scanned:
+        ds[BURNED_IN_ANNOTATION] = new_element(BURNED_IN_ANNOTATION, "CS", "NO")
     method = [f"DICOMSVC PS3.15-{rules.edition} Basic Profile", *(meaning for _, meaning in codes[1:])]
     if options.accept_burned_in_annotation:
         method.append("Burned-in annotation not removed")
@@ -471,6 +496,7 @@ def deidentify_dataset(ds: Dataset, *, options: DeidOptions, key: bytes) -> Deid
         new_study_instance_uid=_uid_of(ds, STUDY_INSTANCE_UID),
         new_series_instance_uid=_uid_of(ds, SERIES_INSTANCE_UID),
         new_sop_instance_uid=_uid_of(ds, SOP_INSTANCE_UID),
+        pixel_text=pixel_outcome.to_dict() if pixel_outcome.has_pixel_data else None,
     )
 
 
@@ -571,12 +597,32 @@ def _read(source: object, *, stop_before_pixels: bool) -> Dataset:
 def _deidentify_in_memory(
     source: object, destination: object, *, options: DeidOptions, key: bytes
 ) -> tuple[Dataset, DeidReport]:
-    """The whole file, pixel data included, read into memory: for what cannot be streamed."""
+    """The whole file, pixel data included, read into memory: for what cannot be streamed, and for
+    pixel data that Clean Pixel Data rewrites."""
     ds = _read(source, stop_before_pixels=False)
     report = deidentify_dataset(ds, options=options, key=key)
     ds.preamble = b"\x00" * 128
     ds.save_as(destination, enforce_file_format=True)
     return ds, report
+
+
+def _scan_streamed(fp: BinaryIO, ds: Dataset, options: DeidOptions) -> pixel_policy.PixelOutcome | None:
+    """Scan the pixel data that follows the header just read; leave ``fp`` where it was.
+
+    None when what follows is not a pixel data element pydicom's decoders can be pointed at (the
+    whole-file path then scans the dataset it reads).
+    """
+    _refuse_burned_in(ds, options)  # before the scan: a declared YES needs no decoding to refuse
+    here = fp.tell()
+    try:
+        pixels = pixel_element_at(fp, ds)
+        if pixels is None:
+            if fp.seek(0, os.SEEK_END) - here >= 8:
+                return None
+            return pixel_policy.PixelOutcome(skipped="no pixel data", has_pixel_data=False)
+        return pixel_policy.inspect(ds, pixels, fp, options=options)
+    finally:
+        fp.seek(here)
 
 
 def _deidentify_stream(
@@ -590,9 +636,14 @@ def _deidentify_stream(
     syntax = str(ds.file_meta.TransferSyntaxUID).strip(" \0")
     implicit, little = ds.original_encoding
     run = None
+    pixel_outcome = None
     try:
         if syntax in DEFLATED_SYNTAXES or implicit is None or little is None:
             raise streaming.NotStreamable("the dataset is deflated or its encoding is unknown")
+        pixel_outcome = _scan_streamed(fp, ds, options)
+        if pixel_outcome is None or (options.clean_pixel_data and pixel_outcome.needs_cleaning):
+            # Cleaning rewrites the pixel data: the whole-file path decodes, blanks and re-encodes it.
+            raise streaming.NotStreamable("the pixel data is cleaned or could not be located")
         if streaming.read_encoding_of(ds) not in (None, implicit):
             raise streaming.NotStreamable("the dataset is not encoded as its transfer syntax says")
         run = streaming.plan_pixel_copy(fp, implicit=implicit, little=little)
@@ -611,7 +662,7 @@ def _deidentify_stream(
     except streaming.NotStreamable:
         fp.seek(start)
         return _deidentify_in_memory(fp, destination, options=options, key=key)
-    report = deidentify_dataset(ds, options=options, key=key)
+    report = deidentify_dataset(ds, options=options, key=key, pixel_outcome=pixel_outcome)
     ds.preamble = b"\x00" * 128
     if run is None:
         # No top-level pixel data: the header read was the whole dataset.

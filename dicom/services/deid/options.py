@@ -20,11 +20,13 @@ OPTION_NAMES: tuple[str, ...] = (
     "clean_descriptors",
     "clean_structured_content",
     "clean_graphics",
+    "clean_pixel_data",
     "accept_burned_in_annotation",
 )
 
-# Option name -> (column of Table E.1-1, CID 7050 code, code meaning). accept_burned_in_annotation is
-# not an option of the standard: it only lets through files the standard would have us clean first.
+# Option name -> (column of Table E.1-1, CID 7050 code, code meaning). Clean Pixel Data has no column:
+# it acts on the pixels, not on attributes. accept_burned_in_annotation is not an option of the
+# standard: it only lets through files the standard would have us clean first.
 OPTION_CODES: dict[str, tuple[str, str, str]] = {
     "retain_full_dates": (
         "rtnLongFullDatesOpt",
@@ -44,6 +46,7 @@ OPTION_CODES: dict[str, tuple[str, str, str]] = {
     "clean_descriptors": ("cleanDescOpt", "113105", "Clean Descriptors Option"),
     "clean_structured_content": ("cleanStructContOpt", "113104", "Clean Structured Content Option"),
     "clean_graphics": ("cleanGraphOpt", "113103", "Clean Graphics Option"),
+    "clean_pixel_data": ("", "113101", "Clean Pixel Data Option"),
 }
 BASIC_PROFILE_CODE = ("113100", "Basic Application Confidentiality Profile")
 
@@ -53,7 +56,8 @@ class DeidOptions:
     """Which PS3.15 options apply on top of the Basic Profile; all off by default.
 
     Construction raises ``ValueError`` when both ways of retaining dates are asked for, since the
-    standard makes them alternatives.
+    standard makes them alternatives, and when ``clean_pixel_data`` (blank burned-in text) and
+    ``accept_burned_in_annotation`` (leave the pixels as they are) are both asked for.
     """
 
     retain_full_dates: bool = False
@@ -66,6 +70,7 @@ class DeidOptions:
     clean_descriptors: bool = False
     clean_structured_content: bool = False
     clean_graphics: bool = False
+    clean_pixel_data: bool = False
     accept_burned_in_annotation: bool = False
 
     def __post_init__(self) -> None:
@@ -79,6 +84,10 @@ class DeidOptions:
         if self.retain_full_dates and self.retain_modified_dates:
             raise ValueError(
                 "retain_full_dates and retain_modified_dates are alternatives: choose at most one"
+            )
+        if self.clean_pixel_data and self.accept_burned_in_annotation:
+            raise ValueError(
+                "clean_pixel_data and accept_burned_in_annotation are alternatives: choose at most one"
             )
 
     @classmethod
@@ -97,4 +106,8 @@ class DeidOptions:
 
     def table_columns(self) -> frozenset[str]:
         """The Table E.1-1 option columns these options activate."""
-        return frozenset(OPTION_CODES[name][0] for name in self.to_names() if name in OPTION_CODES)
+        return frozenset(
+            OPTION_CODES[name][0]
+            for name in self.to_names()
+            if name in OPTION_CODES and OPTION_CODES[name][0]
+        )
