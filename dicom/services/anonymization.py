@@ -75,7 +75,10 @@ def run_anonymization(*, file_id: uuid.UUID | str) -> str:
     try:
         _produce(dicom_file, key)
     except DicomServiceError as error:
-        _fail(dicom_file, error.detail)
+        # Where burned-in text was found (frame and box, never the text) stays on the failed row,
+        # so the admin can show it over the source's preview.
+        outcome = getattr(error, "outcome", None)
+        _fail(dicom_file, error.detail, report={"pixel_text": outcome.to_dict()} if outcome else None)
         return DicomFile.Status.FAILED
     except Exception:
         logger.exception("anonymization job for file %s failed unexpectedly", dicom_file.id)
@@ -138,10 +141,13 @@ def _produce(dicom_file: DicomFile, key: str) -> None:
             )
 
 
-def _fail(dicom_file: DicomFile, detail: str) -> None:
+def _fail(dicom_file: DicomFile, detail: str, *, report: dict | None = None) -> None:
     with transaction.atomic():
+        changes = {"status": DicomFile.Status.FAILED, "failure_detail": detail[:_DETAIL_MAX]}
+        if report is not None:
+            changes["deid_report"] = report
         updated = DicomFile.objects.filter(pk=dicom_file.pk, status=DicomFile.Status.PROCESSING).update(
-            status=DicomFile.Status.FAILED, failure_detail=detail[:_DETAIL_MAX]
+            **changes
         )
         if updated:
             record(

@@ -148,33 +148,47 @@ def stroke_lines(image: np.ndarray) -> list[tuple[int, int, int, int]]:
     size = 9 if max(rows, columns) <= 1100 else 13
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (size, size))
     planes = [image] if image.ndim == 2 else [image[..., channel] for channel in range(image.shape[2])]
-    response = None
-    for plane in planes:
-        plane = np.ascontiguousarray(plane)
-        strokes = cv2.max(
-            cv2.morphologyEx(plane, cv2.MORPH_TOPHAT, kernel),
-            cv2.morphologyEx(plane, cv2.MORPH_BLACKHAT, kernel),
-        )
-        response = strokes if response is None else cv2.max(response, strokes)
-    _, mask = cv2.threshold(response, GATE_CONTRAST - 1, 255, cv2.THRESH_BINARY)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    if count <= 1:
-        return []
-    widths, heights, areas = stats[1:, 2], stats[1:, 3], stats[1:, 4]
     largest = max(12, round(min(rows, columns) * 0.15))
-    is_character = (heights >= 4) & (heights <= largest) & (widths <= 3 * largest) & (areas >= 6)
-    if np.count_nonzero(is_character) < MIN_TEXT_CHARACTERS:
+    characters = np.zeros((rows, columns), dtype=np.uint8)
+    char_heights = []
+    found: list[tuple[np.ndarray, int, np.ndarray]] = []  # per polarity: labels, count, is_character
+    # Bright strokes (top-hat) and dark strokes (black-hat) apart: together, the gaps between the
+    # strokes of bright text would join its letters into one blob.
+    for operation in (cv2.MORPH_TOPHAT, cv2.MORPH_BLACKHAT):
+        response = None
+        for plane in planes:
+            strokes = cv2.morphologyEx(np.ascontiguousarray(plane), operation, kernel)
+            response = strokes if response is None else cv2.max(response, strokes)
+        _, mask = cv2.threshold(response, GATE_CONTRAST - 1, 255, cv2.THRESH_BINARY)
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        if count <= 1:
+            continue
+        widths, heights, areas = stats[1:, 2], stats[1:, 3], stats[1:, 4]
+        is_character = (heights >= 4) & (heights <= largest) & (widths <= 3 * largest) & (areas >= 6)
+        if not is_character.any():
+            continue
+        lookup = np.zeros(count, dtype=np.uint8)
+        lookup[1:][is_character] = 255
+        characters = cv2.max(characters, lookup[labels])
+        char_heights.append(heights[is_character])
+        found.append((labels, count, is_character))
+    if not char_heights:
         return []
-    lookup = np.zeros(count, dtype=np.uint8)
-    lookup[1:][is_character] = 255
-    characters = lookup[labels]
-    gap = max(3, int(np.median(heights[is_character])))
+    heights = np.concatenate(char_heights)
+    if heights.size < MIN_TEXT_CHARACTERS:
+        return []
+    gap = max(3, int(np.median(heights)))
     joined = cv2.dilate(characters, cv2.getStructuringElement(cv2.MORPH_RECT, (gap, 3)))
     line_count, line_labels, line_stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
-    # How many distinct characters each line holds: count (line, character) pairs of their pixels.
-    ys, xs = np.nonzero(characters)
-    pairs = np.unique(line_labels[ys, xs].astype(np.int64) * count + labels[ys, xs])
-    members = np.bincount(pairs // count, minlength=line_count)
+    # How many distinct characters each line holds: count (line, character) pairs of their pixels,
+    # for each polarity on its own (a bright letter and the dark gap beside it touch).
+    members = np.zeros(line_count, dtype=np.int64)
+    for labels, count, is_character in found:
+        lookup = np.zeros(count, dtype=bool)
+        lookup[1:] = is_character
+        ys, xs = np.nonzero(lookup[labels])
+        pairs = np.unique(line_labels[ys, xs].astype(np.int64) * count + labels[ys, xs])
+        members += np.bincount(pairs // count, minlength=line_count)
     lines = []
     for label in range(1, line_count):
         left, top, width, height, _area = (int(v) for v in line_stats[label])

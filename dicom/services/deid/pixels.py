@@ -198,7 +198,9 @@ def clean(ds: Dataset, outcome: PixelOutcome) -> None:
     outcome.transfer_syntax_changed = syntax != ExplicitVRLittleEndian
 
 
-def _rescan(array: np.ndarray, photometric: str, ds: Dataset, frames: tuple[int, ...]) -> pixel_text.FrameScan:
+def _rescan(
+    array: np.ndarray, photometric: str, ds: Dataset, frames: tuple[int, ...]
+) -> pixel_text.FrameScan:
     images = [(index, pixel_text.display_image(array[index], photometric, ds)) for index in frames]
     return pixel_text.scan_images(images, gate=False)
 
@@ -234,4 +236,3 @@ def _write_native(
         if "LossyImageCompressionMethod" not in ds:
             ds.LossyImageCompressionMethod = method
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.set_original_encoding(False, True, character_encoding=ds.original_character_set)
