@@ -18,12 +18,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.runtime: requirements.txt | $(BIN)/python
+# requirements-ocr.txt goes in without its declared dependencies (see that file).
+$(VENV)/.runtime: requirements.txt requirements-ocr.txt | $(BIN)/python
 	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -r requirements-ocr.txt
 	touch $@
 
-$(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
+$(VENV)/.dev: requirements.txt requirements-ocr.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/pip install -q -r requirements-dev.txt
+	$(BIN)/pip install -q --no-deps -r requirements-ocr.txt
 	touch $@ $(VENV)/.runtime
 
 # Debian packages the suite needs: PostgreSQL (tests run on it), DCMTK (dcmdump checks our output

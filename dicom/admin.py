@@ -9,7 +9,8 @@ files show as they are, since what they hold is no longer patient data.
 
 import contextlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
@@ -34,6 +35,7 @@ from dicom.responses import client_address, stored_file_response, visible_file_o
 from dicom.services.anonymization import request_anonymization
 from dicom.services.errors import FileNotReadyError
 from dicom.services.metadata import METADATA_KEYWORDS, PHI_KEYS
+from dicom.services.previews import REGIONS_VARIANT, pixel_text_report, recorded_regions, regions_image_file
 from dicom.views import VIEW_PHI
 
 PHI_MASK = "•••"
@@ -257,6 +259,7 @@ class DicomFileAdmin(admin.ModelAdmin):
             "metadata_groups": metadata_groups(dicom_file, show_phi=show_phi),
             "phi_masked": not shows_phi(dicom_file, show_phi=show_phi),
             "preview_note": _preview_note(dicom_file, show_phi=show_phi),
+            "burned_in_text": burned_in_text(dicom_file, show_phi=show_phi),
             "derived_files": list(dicom_file.derived_files.order_by("-created_at")[:100]),
             "audit_rows": list(AuditLog.objects.filter(file_id=dicom_file.id)[:AUDIT_ROWS_ON_PAGE]),
             "audit_trail_url": reverse("admin:audit_auditlog_changelist") + f"?q={dicom_file.id}",
@@ -396,6 +399,100 @@ def _file_rows(queryset: QuerySet, *, show_phi: bool) -> Iterator[list]:
             dicom_file.sop_instance_uid,
             patient_id,
         ]
+
+
+@dataclass(frozen=True)
+class BurnedInText:
+    """The page's "Burned-in text" section: what happened, where (never what the text said), the image.
+
+    ``regions`` rows are ``(kind, frame, x, y, width, height)`` in the image's pixels, kind "text" (found
+    by the scan, on that frame) or "device" (configured for the device, every frame). ``preview_url``
+    is the image with the boxes drawn, "" when there is nothing to draw; ``drawn`` says which boxes it
+    shows and ``note`` why it may be withheld.
+    """
+
+    outcome: str  # "cleaned", "refused" or "not checked"
+    summary: str
+    regions: list[tuple[str, int | str, int, int, int, int]]
+    preview_url: str = ""
+    drawn: str = ""
+    note: str = ""
+
+
+def burned_in_text(dicom_file: DicomFile, *, show_phi: bool) -> BurnedInText | None:
+    """The section for a file whose scan recorded regions or was skipped on request; None otherwise."""
+    report = pixel_text_report(dicom_file)
+    text_regions, device_regions = recorded_regions(report)
+    if report.get("skipped") == "accept_burned_in_annotation":
+        return BurnedInText(
+            outcome="not checked",
+            summary=(
+                "Pixels not checked: de-identified with accept_burned_in_annotation, so the pixel data was "
+                "left as it is and Patient Identity Removed (0012,0062) is NO."
+            ),
+            regions=[],
+        )
+    if not (text_regions or device_regions):
+        return None
+    regions: list[tuple[str, int | str, int, int, int, int]] = [("text", *region) for region in text_regions]
+    regions += [("device", "every", *region) for region in device_regions]
+    found_on = _on_frames(region[0] for region in text_regions)
+    frames = report.get("number_of_frames")
+    of_frames = f" of {frames}" if isinstance(frames, int) and frames > 1 else ""
+    scanned = ", ".join(str(frame) for frame in report.get("scanned_frames") or ())
+    preview_url = reverse("dicom-preview", args=[dicom_file.id, REGIONS_VARIANT])
+    if report.get("cleaned"):
+        parts = []
+        if text_regions:
+            parts.append(f"{_counted(len(text_regions), 'region')} where the scan found text, on {found_on}")
+        if device_regions:
+            parts.append(f"{_counted(len(device_regions), 'region')} configured for the device")
+        return BurnedInText(
+            outcome="cleaned",
+            summary=(
+                f"Cleaned: {_counted(len(regions), 'region')} blanked on every frame{of_frames} "
+                f"({'; '.join(parts)}). The stored file's pixels no longer show the text."
+            ),
+            regions=regions,
+            preview_url=preview_url,
+            drawn=(
+                "Frame 1 of this file after cleaning, every region outlined (each was blanked on every "
+                "frame): red where the scan found text, cyan for the device's regions."
+            ),
+        )
+    is_job = dicom_file.status == DicomFile.Status.FAILED
+    image_file = regions_image_file(dicom_file)
+    elsewhere = any(region[0] != 1 for region in text_regions)
+    note = ""
+    if image_file is not None and image_file.is_ready and not shows_phi(image_file, show_phi=show_phi):
+        note = (
+            "Image withheld: the boxes lie on the source, an original with patient data, shown only with "
+            "the patient data permission."
+        )
+    return BurnedInText(
+        outcome="refused",
+        summary=(
+            f"Refused: burned-in text was found in {_counted(len(text_regions), 'region')}, on "
+            f"{found_on}{of_frames} (frames scanned: {scanned or '—'})."
+            + (" Nothing was released; the boxes refer to the source file's image." if is_job else "")
+        ),
+        regions=regions,
+        preview_url=preview_url,
+        drawn=(
+            f"Frame 1 of the {'source' if is_job else 'file'}, with the regions found on frame 1 outlined in red"
+            + ("; regions found on other frames are listed above, not drawn." if elsewhere else ".")
+        ),
+        note=note,
+    )
+
+
+def _on_frames(frames: Iterable[int]) -> str:
+    numbers = sorted(set(frames))
+    return ("frame " if len(numbers) == 1 else "frames ") + ", ".join(str(frame) for frame in numbers)
+
+
+def _counted(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _preview_note(dicom_file: DicomFile, *, show_phi: bool) -> str:

@@ -7,9 +7,12 @@ from django.contrib.auth.models import Permission
 from pydicom.data import get_testdata_file
 
 from audit.services import Actor
+from dicom.models import DicomFile
 from dicom.services import storage
+from dicom.services.anonymization import request_anonymization, run_anonymization
 from dicom.services.deid import DeidOptions
 from dicom.services.ingest import IngestRequest, ingest_file
+from dicom.tests.services.dicom_builders import TEXT_CASES, build_text_case
 
 VIEWER_PERMISSIONS = ("dicom.view_dicomfile", "audit.view_auditlog")
 OPERATOR_PERMISSIONS = (*VIEWER_PERMISSIONS, "dicom.change_dicomfile")
@@ -55,3 +58,29 @@ def store_test_file(name: str, *, owner, anonymize: bool = False, study_type: st
         ),
         actor=Actor(user=owner),
     )
+
+
+def store_text_case(
+    name: str, *, owner, anonymize: bool = False, options: DeidOptions | None = None
+) -> DicomFile:
+    """Ingest one file of the burned-in text test set (``dicom_builders.TEXT_CASES``), as an upload would."""
+    staged = storage.new_staging_path()
+    build_text_case(next(case for case in TEXT_CASES if case.name == name), staged)
+    return ingest_file(
+        request=IngestRequest(
+            staged_path=staged,
+            sha256=None,
+            anonymize=anonymize,
+            study_type="general",
+            options=options or DeidOptions(),
+        ),
+        actor=Actor(user=owner),
+    )
+
+
+def refused_job(source: DicomFile, *, requested_by) -> DicomFile:
+    """Run the real job that de-identifies ``source`` without Clean Pixel Data; return its failed row."""
+    derived = request_anonymization(actor=Actor(user=requested_by), source=source, options=DeidOptions())
+    assert run_anonymization(file_id=derived.id) == DicomFile.Status.FAILED
+    derived.refresh_from_db()
+    return derived

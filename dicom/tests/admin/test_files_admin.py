@@ -11,7 +11,8 @@ from django.test.utils import CaptureQueriesContext
 
 from audit.models import AuditLog
 from dicom.models import DicomFile
-from dicom.tests.admin.conftest import PASSWORD, store_test_file
+from dicom.services.deid import DeidOptions
+from dicom.tests.admin.conftest import PASSWORD, refused_job, store_test_file, store_text_case
 from dicom.tests.factories import DicomFileFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -141,6 +142,67 @@ def test_file_page_masks_patient_fields_without_permission(client, plain_staff, 
     assert "patient data masked" in html
     assert "Download (not available" in html
     assert "Preview withheld" in html
+
+
+def region_rows(regions) -> list[str]:
+    """The table rows the page shows for ``[frame, x, y, w, h]`` text regions."""
+    return [
+        "<tr>" + "".join(f"<td>{cell}</td>" for cell in ("text", *region)) + "</tr>" for region in regions
+    ]
+
+
+def test_file_page_of_a_cleaned_file_says_where_text_was_blanked(client, plain_staff, user):
+    cleaned = store_text_case(
+        "ct-white-top", owner=user, anonymize=True, options=DeidOptions(clean_pixel_data=True)
+    )
+    report = cleaned.deid_report["pixel_text"]
+    assert report["cleaned"] and len(report["text_regions"]) == 1 and report["device_regions"] == []
+    html = login(client, plain_staff).get(change_url(cleaned)).content.decode()
+    assert 'id="dicom-burned-in-text"' in html
+    assert "Cleaned: 1 region blanked on every frame (1 region where the scan found text, on frame 1)" in html
+    for row in region_rows(report["text_regions"]):
+        assert row in html
+    assert f'src="/dicom/files/{cleaned.id}/preview/regions.png"' in html
+    assert "every region outlined" in html
+    # The burned-in text itself (a patient name and number in the test set) never reaches the page.
+    assert "DOE" not in html and "4471823" not in html
+
+
+def test_file_page_of_a_refused_job_says_where_text_was_found(client, phi_staff, plain_staff, user):
+    source = store_text_case("ct-white-top", owner=user)
+    job = refused_job(source, requested_by=phi_staff)
+    report = job.deid_report["pixel_text"]
+    assert not report["cleaned"] and job.failure_detail.startswith("burned-in text was found")
+    html = login(client, phi_staff).get(change_url(job)).content.decode()
+    assert 'id="dicom-burned-in-text"' in html
+    assert "Refused: burned-in text was found in 1 region, on frame 1 (frames scanned: 1)." in html
+    assert "the boxes refer to the source file&#x27;s image" in html
+    for row in region_rows(report["text_regions"]):
+        assert row in html
+    assert f'src="/dicom/files/{job.id}/preview/regions.png"' in html
+    assert "Image withheld" not in html
+    # Without the patient data permission the regions are listed, and the page says why the image is not.
+    client.logout()
+    html = login(client, plain_staff).get(change_url(job)).content.decode()
+    assert "Refused: burned-in text was found in 1 region" in html
+    assert "Image withheld: the boxes lie on the source" in html
+
+
+def test_file_page_says_when_pixels_were_not_checked(client, plain_staff, user):
+    kept = store_text_case(
+        "ct-white-top", owner=user, anonymize=True, options=DeidOptions(accept_burned_in_annotation=True)
+    )
+    html = login(client, plain_staff).get(change_url(kept)).content.decode()
+    assert 'id="dicom-burned-in-text"' in html
+    assert "Pixels not checked" in html and "Patient Identity Removed (0012,0062) is NO" in html
+    assert "/preview/regions.png" not in html and 'id="dicom-text-regions"' not in html
+
+
+def test_file_page_without_burned_in_text_has_no_such_section(client, plain_staff, user):
+    clean = store_test_file("CT_small.dcm", owner=user, anonymize=True)
+    assert clean.deid_report["pixel_text"]["scanned"] and not clean.deid_report["pixel_text"]["text_regions"]
+    html = login(client, plain_staff).get(change_url(clean)).content.decode()
+    assert 'id="dicom-burned-in-text"' not in html and "/preview/regions.png" not in html
 
 
 def test_download_is_audited_and_refused_for_originals_without_permission(

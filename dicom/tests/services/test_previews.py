@@ -1,15 +1,23 @@
-"""dicom.services.previews: render once, cache in storage, placeholders that say why."""
+"""dicom.services.previews: render once, cache in storage, placeholders that say why; regions outlined."""
 
 import io
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageChops
 from pydicom.data import get_testdata_file
 
 from dicom.models import DicomFile
 from dicom.services import storage
-from dicom.services.previews import WITHHELD_TEXT, PreviewKind, get_preview
+from dicom.services.previews import (
+    DEVICE_REGION_COLOUR,
+    TEXT_REGION_COLOUR,
+    VARIANT_SIZES,
+    WITHHELD_TEXT,
+    PreviewKind,
+    get_preview,
+    get_regions_preview,
+)
 from dicom.services.rendering import render_placeholder_png
 from dicom.tests.factories import DicomFileFactory
 
@@ -103,3 +111,72 @@ def test_unknown_variant_is_refused():
     dicom_file = stored_row("CT_small.dcm")
     with pytest.raises(ValueError, match="unknown preview variant"):
         get_preview(dicom_file=dicom_file, variant="poster", show_original=True)
+
+
+# --- the regions variant ---
+
+RED, CYAN = TEXT_REGION_COLOUR, DEVICE_REGION_COLOUR
+
+
+def with_report(dicom_file: DicomFile, pixel_text: dict) -> DicomFile:
+    """Give a stored row the image size a real ingest records and a burned-in text report."""
+    dicom_file.metadata = {**dicom_file.metadata, "rows": 512, "columns": 512}
+    dicom_file.deid_report = {"pixel_text": pixel_text}
+    dicom_file.save(update_fields=["metadata", "deid_report"])
+    return dicom_file
+
+
+def rgb(png: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(png)).convert("RGB")
+
+
+def test_regions_are_scaled_to_the_preview_and_all_drawn_when_cleaned(monkeypatch):
+    # A 512x512 image shown at 256 pixels: every box is halved, whatever frame it was found on.
+    monkeypatch.setitem(VARIANT_SIZES, "full", 256)
+    report = {"text_regions": [[1, 100, 100, 50, 40], [2, 300, 200, 60, 20]], "cleaned": True}
+    dicom_file = with_report(stored_row("693_J2KI.dcm"), {**report, "device_regions": [[400, 0, 100, 30]]})
+    preview = get_regions_preview(dicom_file=dicom_file, show_original=False)
+    plain = rgb(get_preview(dicom_file=dicom_file, variant="full", show_original=False).png)
+    drawn = rgb(preview.png)
+    assert preview.kind == PreviewKind.IMAGE and drawn.size == plain.size == (256, 256)
+    # Outlines just outside the scaled boxes (50,50)-(75,70) and (150,100)-(180,110); inside stays as is.
+    assert drawn.getpixel((49, 60)) == RED and drawn.getpixel((76, 60)) == RED
+    assert drawn.getpixel((149, 105)) == RED
+    assert drawn.getpixel((60, 60)) == plain.getpixel((60, 60))
+    assert drawn.getpixel((199, 5)) == CYAN  # the device region (200,0)-(250,15)
+    assert drawn.getpixel((120, 200)) == plain.getpixel((120, 200))
+    assert not storage.exists(storage.preview_key_for(dicom_file.id, variant="regions"))
+
+
+def test_a_refused_job_draws_frame_one_boxes_on_its_source_withheld_without_permission():
+    source = with_report(stored_row("693_J2KI.dcm", anonymized=False), {})
+    job = DicomFileFactory(source=source, status=DicomFile.Status.FAILED, anonymized=True)
+    job.deid_report = {
+        "pixel_text": {"text_regions": [[1, 100, 100, 50, 40], [2, 300, 300, 60, 20]], "cleaned": False}
+    }
+    withheld = get_regions_preview(dicom_file=job, show_original=False)
+    assert withheld.kind == PreviewKind.WITHHELD and withheld.reason == WITHHELD_TEXT
+    preview = get_regions_preview(dicom_file=job, show_original=True)
+    plain = rgb(get_preview(dicom_file=source, variant="full", show_original=True).png)
+    drawn = rgb(preview.png)
+    assert preview.kind == PreviewKind.IMAGE and drawn.size == (512, 512)
+    assert drawn.getpixel((99, 120)) == RED
+    # The box found on frame 2 is listed on the page, not drawn over frame 1.
+    assert ImageChops.difference(plain, drawn).getbbox()[2] <= 160
+
+
+def test_regions_variant_placeholders_say_why():
+    plain = with_report(stored_row("693_J2KI.dcm"), {"text_regions": [], "cleaned": False})
+    assert get_regions_preview(dicom_file=plain, show_original=True).kind == PreviewKind.NO_REGIONS
+    orphan = DicomFileFactory(
+        status=DicomFile.Status.FAILED,
+        anonymized=True,
+        deid_report={"pixel_text": {"text_regions": [[1, 1, 1, 5, 5]], "cleaned": False}},
+    )
+    gone = get_regions_preview(dicom_file=orphan, show_original=True)
+    assert gone.kind == PreviewKind.NOT_READY and gone.reason == "the source file is gone: no image"
+    unsized = stored_row("693_J2KI.dcm")  # a row without the image size recorded
+    unsized.deid_report = {"pixel_text": {"text_regions": [[1, 1, 1, 5, 5]], "cleaned": True}}
+    error = get_regions_preview(dicom_file=unsized, show_original=True)
+    assert error.kind == PreviewKind.ERROR and "image size is not recorded" in error.reason
+    assert size_of(error.png) == (512, 512)

@@ -429,6 +429,10 @@ def test_date_shift_handles_multiple_values_ranges_and_datetimes():
 def test_dataset_without_file_meta():
     ds = make_dataset()
     del ds.file_meta
+    # Without a transfer syntax its pixel data cannot be decoded to be checked for burned-in text.
+    with pytest.raises(DeidentificationRefusedError, match="cannot be decoded to check it for burned-in text"):
+        deidentify_dataset(ds, options=BASIC, key=KEY)
+    del ds.PixelData
     report = deidentify_dataset(ds, options=BASIC, key=KEY)
     assert report.new_sop_instance_uid == ds.SOPInstanceUID
     assert (

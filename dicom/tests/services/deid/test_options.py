@@ -7,7 +7,7 @@ from dicom.services.deid import OPTION_NAMES, DeidOptions
 
 def test_option_names_are_the_dataclass_fields_in_order():
     assert tuple(field.name for field in fields(DeidOptions)) == OPTION_NAMES
-    assert len(OPTION_NAMES) == 11
+    assert len(OPTION_NAMES) == 12
     assert not any(getattr(DeidOptions(), name) for name in OPTION_NAMES)
 
 

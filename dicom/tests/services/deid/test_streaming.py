@@ -199,7 +199,11 @@ def _hash_range(path: Path, start: int) -> str:
     return digest.hexdigest()
 
 
-def test_a_200_mb_file_is_deidentified_in_a_few_mb_of_memory(tmp_path):
+@pytest.mark.parametrize(
+    "options", [OPTIONS, DeidOptions()], ids=["pixels-accepted", "pixels-scanned"]
+)
+def test_a_200_mb_file_is_deidentified_in_a_few_mb_of_memory(tmp_path, options):
+    # Scanned, only the first, middle and last frames are decoded, one at a time.
     frames, rows, columns = 100, 1024, 1024
     frame_bytes = rows * columns * 2
     ds = make_dataset()
@@ -217,7 +221,7 @@ def test_a_200_mb_file_is_deidentified_in_a_few_mb_of_memory(tmp_path):
 
     tracemalloc.start()
     try:
-        result, report = deidentify_file(source, destination, options=OPTIONS, key=KEY)
+        result, report = deidentify_file(source, destination, options=options, key=KEY)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -230,4 +234,7 @@ def test_a_200_mb_file_is_deidentified_in_a_few_mb_of_memory(tmp_path):
     assert destination.stat().st_size - out_start == source.stat().st_size - header_end
     assert _hash_range(destination, out_start) == _hash_range(source, header_end)
     header = pydicom.dcmread(destination, stop_before_pixels=True)
-    assert header.PatientName != ds.PatientName and header.PatientIdentityRemoved == "YES"
+    assert header.PatientName != ds.PatientName
+    assert header.PatientIdentityRemoved == ("NO" if options.accept_burned_in_annotation else "YES")
+    if not options.accept_burned_in_annotation:
+        assert report.pixel_text["scanned_frames"] == [1, 51, 100]
