@@ -9,6 +9,7 @@ from audit.models import AuditLog
 from dicom.models import DicomFile
 from dicom.services.anonymization import run_anonymization
 from dicom.tests.jobs import run_worker
+from dicom.tests.services.dicom_builders import TEXT_CASES, build_text_case
 
 pytestmark = pytest.mark.django_db
 
@@ -199,6 +200,28 @@ def test_a_failing_job_marks_the_file_failed_with_a_detail(api, tmp_path):
     assert not DicomFile.objects.get(pk=derived_id).storage_key
     failure = AuditLog.objects.get(file_id=derived_id, action="job")
     assert failure.success is False and "burned" in failure.reason.lower()
+
+
+def test_a_job_refused_for_burned_in_text_keeps_where_it_was_found(api, tmp_path):
+    case = next(case for case in TEXT_CASES if case.name == "ct-multiframe-middle")
+    file_id = upload(api, build_text_case(case, tmp_path / "text.dcm"))
+    derived_id = api.post(f"/api/dicom/anonymize/{file_id}").json()["anonymized_file_id"]
+
+    run_worker()
+
+    status = api.get(f"/api/dicom/status/{derived_id}").json()
+    assert status["status"] == "failed"
+    assert "burned-in text was found in the pixel data: frame 3 at" in status["detail"]
+    derived = DicomFile.objects.get(pk=derived_id)
+    assert derived.deid_report["pixel_text"]["text_regions"][0][0] == 3
+    assert derived.deid_report["pixel_text"]["scanned_frames"] == [1, 3, 5]
+
+    cleaned_id = api.post(
+        f"/api/dicom/anonymize/{file_id}", {"clean_pixel_data": True}, format="json"
+    ).json()["anonymized_file_id"]
+    run_worker()
+    assert api.get(f"/api/dicom/status/{cleaned_id}").json()["status"] == "completed"
+    assert DicomFile.objects.get(pk=cleaned_id).deid_report["pixel_text"]["cleaned"] is True
 
 
 def test_a_job_that_already_ran_does_nothing_more(api):

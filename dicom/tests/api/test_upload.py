@@ -7,7 +7,9 @@ from pydicom.data import get_testdata_file
 
 from audit.models import AuditLog
 from dicom.models import DicomFile
+from dicom.services import storage
 from dicom.tests.services import dicom_builders
+from dicom.tests.services.dicom_builders import TEXT_CASES, build_text_case
 
 pytestmark = pytest.mark.django_db
 
@@ -284,3 +286,48 @@ def test_a_file_pydicom_cannot_write_back_is_refused_on_anonymize_not_a_500(api,
     assert response.status_code == 400, response.content
     assert "cannot be read or written" in response.json()["detail"]
     assert stored_files(storage_root) == []
+
+
+def _text_file(tmp_path, name="ct-white-top"):
+    case = next(case for case in TEXT_CASES if case.name == name)
+    return build_text_case(case, tmp_path / f"{name}.dcm")
+
+
+def test_burned_in_text_found_in_the_pixels_is_refused_with_where_and_nothing_left(
+    api, tmp_path, storage_root
+):
+    path = _text_file(tmp_path)  # Burned In Annotation absent: only the scan can tell
+
+    refused = upload(api, path, anonymize="true")
+
+    assert refused.status_code == 400
+    detail = refused.json()["detail"]
+    assert set(refused.json()) == {"detail"}
+    assert "burned-in text was found in the pixel data: frame 1 at x=" in detail
+    assert "clean_pixel_data" in detail and "DOE" not in detail and "4471823" not in detail
+    assert DicomFile.objects.count() == 0
+    assert not [p for p in storage_root.rglob("*") if p.is_file()]
+    failure = AuditLog.objects.get(action="upload")
+    assert failure.success is False and "DOE" not in failure.reason
+
+
+def test_clean_pixel_data_on_upload_stores_the_cleaned_image(api, tmp_path, storage_root):
+    path = _text_file(tmp_path)
+
+    response = upload(api, path, anonymize="true", clean_pixel_data="true")
+
+    assert response.status_code == 200, response.json()
+    stored = DicomFile.objects.get(pk=response.json()["file_id"])
+    assert stored.deid_options == ["clean_pixel_data"]
+    assert stored.deid_report["pixel_text"]["cleaned"] is True
+    assert stored.deid_report["pixel_text"]["text_regions"]
+    output = dcmread(storage.local_path(stored.storage_key))
+    assert output.BurnedInAnnotation == "NO" and output.PatientIdentityRemoved == "YES"
+
+
+def test_clean_pixel_data_is_a_strict_boolean_and_excludes_accept(api, tmp_path):
+    assert upload(api, CT_SMALL, anonymize="true", clean_pixel_data="maybe").status_code == 400
+    both = upload(api, CT_SMALL, anonymize="true", clean_pixel_data="true", accept_burned_in_annotation="1")
+    assert both.status_code == 400
+    assert "alternatives" in both.json()["detail"]
+    assert DicomFile.objects.count() == 0

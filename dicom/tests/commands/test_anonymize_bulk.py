@@ -13,6 +13,7 @@ from pydicom import dcmread
 from audit.models import AuditLog
 from dicom.models import BulkItem, BulkRun, DicomFile
 from dicom.tests.commands.conftest import PATIENT_PREFIX, stored_dicom_keys
+from dicom.tests.services.dicom_builders import TEXT_CASES, build_text_case
 
 pytestmark = pytest.mark.django_db
 
@@ -192,6 +193,18 @@ def test_refused_files_are_reported_with_grouped_reasons_and_not_retried(dicom_t
     refused_audit = AuditLog.objects.get(file_id=item.output_id)
     assert not refused_audit.success and refused_audit.reason == item.detail
     assert "0 done, 2 skipped (done before), 1 refused" in bulk(*args)
+
+
+def test_burned_in_text_is_refused_in_bulk_unless_cleaned(dicom_tree, tmp_path):
+    tree = dicom_tree(2)
+    case = next(case for case in TEXT_CASES if case.name == "us-speckle-text")
+    build_text_case(case, tree / "text.dcm")
+    out = bulk("--from-dir", str(tree), "--output-dir", str(tmp_path / "out"))
+    assert "2 done" in out and "1 refused" in out
+    item = BulkItem.objects.get(status=BulkItem.Status.REFUSED)
+    assert item.detail.startswith("burned-in text was found in the pixel data: frame 1 at")
+    cleaned = bulk("--from-dir", str(tree), "--output-dir", str(tmp_path / "clean"), "--clean-pixel-data")
+    assert "3 done" in cleaned and "0 refused" in cleaned
 
 
 def test_a_failed_file_makes_the_exit_status_non_zero_and_a_rerun_retries_it(

@@ -430,7 +430,9 @@ def test_dataset_without_file_meta():
     ds = make_dataset()
     del ds.file_meta
     # Without a transfer syntax its pixel data cannot be decoded to be checked for burned-in text.
-    with pytest.raises(DeidentificationRefusedError, match="cannot be decoded to check it for burned-in text"):
+    with pytest.raises(
+        DeidentificationRefusedError, match="cannot be decoded to check it for burned-in text"
+    ):
         deidentify_dataset(ds, options=BASIC, key=KEY)
     del ds.PixelData
     report = deidentify_dataset(ds, options=BASIC, key=KEY)

@@ -67,7 +67,9 @@ def test_pydicom_test_file_deidentifies_rereads_and_parses_with_dcmdump(path, tm
     assert destination.read_bytes()[:132] == b"\x00" * 128 + b"DICM"
     assert reread.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
     # accept_burned_in_annotation leaves the pixels unchecked: identity is then not removed from them.
-    has_pixels = any(keyword in original for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+    has_pixels = any(
+        keyword in original for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+    )
     assert reread.PatientIdentityRemoved == ds.PatientIdentityRemoved == ("NO" if has_pixels else "YES")
     if "PixelData" in original:
         assert reread.PixelData == original.PixelData

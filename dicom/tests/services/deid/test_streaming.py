@@ -199,9 +199,7 @@ def _hash_range(path: Path, start: int) -> str:
     return digest.hexdigest()
 
 
-@pytest.mark.parametrize(
-    "options", [OPTIONS, DeidOptions()], ids=["pixels-accepted", "pixels-scanned"]
-)
+@pytest.mark.parametrize("options", [OPTIONS, DeidOptions()], ids=["pixels-accepted", "pixels-scanned"])
 def test_a_200_mb_file_is_deidentified_in_a_few_mb_of_memory(tmp_path, options):
     # Scanned, only the first, middle and last frames are decoded, one at a time.
     frames, rows, columns = 100, 1024, 1024
