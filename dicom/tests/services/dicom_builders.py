@@ -392,6 +392,8 @@ def _speckle_dataset():
     speckle = generator.rayleigh(40, size=(rows, columns)) * np.exp(-radius / 600)
     grey = np.clip(speckle * sector, 0, 255).astype(np.uint8)
     ds.Rows, ds.Columns = rows, columns
+    # Not the GE LOGIQ whose header this is: the device regions table has an entry for it.
+    ds.Manufacturer, ds.ManufacturerModelName = "DICOMSVC test builders", "speckle"
     return ds, np.repeat(grey[..., np.newaxis], 3, axis=2)
 
 

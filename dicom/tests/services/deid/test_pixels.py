@@ -113,6 +113,9 @@ def test_cleaning_leaves_every_pixel_outside_the_blanked_boxes_as_it_was(case, t
     rows, columns = before.shape[1], before.shape[2]
     outside = np.ones((rows, columns), dtype=bool)
     regions = [pixel_text.TextRegion(frame - 1, *box) for frame, *box in report.pixel_text["text_regions"]]
+    regions += [
+        pixel_text.TextRegion(0, *box, origin="device") for box in report.pixel_text["device_regions"]
+    ]
     for region in regions:
         box = region.expanded(rows=rows, columns=columns)
         outside[box.top : box.top + box.height, box.left : box.left + box.width] = False
@@ -150,6 +153,26 @@ def test_a_control_under_clean_pixel_data_keeps_its_pixels_too(case, tmp_path):
     original, output = pydicom.dcmread(source), pydicom.dcmread(destination)
     assert _pixels(output) == _pixels(original)
     assert output.BurnedInAnnotation == "NO"
+
+
+def test_device_regions_are_blanked_under_clean_pixel_data_where_the_ocr_finds_nothing(tmp_path):
+    case = next(case for case in TEXT_CASES if case.name == "control-us-speckle")
+    source = Path(build_text_case(case, tmp_path / "in.dcm"))
+    ds = pydicom.dcmread(source)
+    ds.Manufacturer, ds.ManufacturerModelName = "G.E. Medical Systems", "LOGIQ 700"  # 480 x 640
+    ds.save_as(source, enforce_file_format=True)
+    destination = tmp_path / "out.dcm"
+    _, report = deidentify_file(source, destination, options=CLEAN, key=KEY)
+    assert report.pixel_text["text_regions"] == [] and report.pixel_text["device_regions"] == [
+        [0, 0, 640, 60]
+    ]
+    before, after = ds.pixel_array, pydicom.dcmread(destination).pixel_array
+    band = 60 + 15  # the region and its blanking margin (a quarter of its height)
+    assert before[:band].any() and not after[:band].any()  # filled with the background, black
+    assert np.array_equal(after[band:], before[band:])
+    # Without the option the same file goes through untouched: a device entry alone refuses nothing.
+    deidentify_file(source, tmp_path / "default.dcm", options=DEFAULT, key=KEY)
+    assert pydicom.dcmread(tmp_path / "default.dcm").PixelData == pydicom.dcmread(source).PixelData
 
 
 def test_text_on_the_middle_frame_only_is_found_and_blanked_on_every_frame(tmp_path):
