@@ -4,7 +4,10 @@ Starts scripts/run.sh (gunicorn + db_worker) on SQLite in a temporary data direc
 then:
   1. uploads pydicom's CT_small.dcm with 1, 4 and 6 concurrent clients (keep-alive connections) and
      prints uploads/s and how many failed (6 clients is the "no database is locked" check);
-  2. uploads a synthetic ~500 MB DICOM file and prints the peak RSS (VmHWM) of the web workers.
+  2. uploads with anonymize=true, 1 client, in interleaved rounds: bundled CT and MR files with the
+     burned-in text scan (default options) against the same uploads without it
+     (accept_burned_in_annotation, which leaves the pixels unchecked), and prints both rates;
+  3. uploads a synthetic ~500 MB DICOM file and prints the peak RSS (VmHWM) of the web workers.
 
 Usage: .venv/bin/python benchmarks/bench_upload.py [--seconds 10] [--port 8765] [--big-mb 500]
 """
@@ -42,8 +45,10 @@ def multipart_head(fields: dict[str, str], filename: str) -> bytes:
 TAIL = f"\r\n--{BOUNDARY}--\r\n".encode()
 
 
-def post_file(conn: http.client.HTTPConnection, token: str, payload: bytes) -> int:
-    head = multipart_head({"study_type": "ct"}, "ct.dcm")
+def post_file(
+    conn: http.client.HTTPConnection, token: str, payload: bytes, fields: dict[str, str] | None = None
+) -> int:
+    head = multipart_head({"study_type": "ct", **(fields or {})}, "ct.dcm")
     body = head + payload + TAIL
     conn.request(
         "POST",
@@ -60,7 +65,7 @@ def post_file(conn: http.client.HTTPConnection, token: str, payload: bytes) -> i
 
 
 def run_clients(
-    port: int, token: str, payload: bytes, clients: int, seconds: float
+    port: int, token: str, payload: bytes, clients: int, seconds: float, fields: dict[str, str] | None = None
 ) -> tuple[int, int, float]:
     done = [0] * clients
     failed = [0] * clients
@@ -70,7 +75,7 @@ def run_clients(
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         while time.perf_counter() < deadline:
             try:
-                status = post_file(conn, token, payload)
+                status = post_file(conn, token, payload, fields)
             except (OSError, http.client.HTTPException):
                 conn.close()
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -88,6 +93,38 @@ def run_clients(
     for thread in threads:
         thread.join()
     return sum(done), sum(failed), time.perf_counter() - start
+
+
+# Bundled CT and MR files for the scan's cost on an anonymizing upload: native, RLE, JPEG 2000.
+SCAN_FILES = ("CT_small.dcm", "MR_small.dcm", "693_J2KI.dcm", "MR_small_RLE.dcm", "J2K_pixelrep_mismatch.dcm")
+SCAN_MODES = {
+    "scan on (default)": {"anonymize": "true"},
+    "scan off (accept_burned_in_annotation)": {"anonymize": "true", "accept_burned_in_annotation": "true"},
+}
+
+
+def anonymized_upload_rates(port: int, token: str, seconds: float, rounds: int) -> dict:
+    """Uploads/s with anonymize=true per bundled file, with and without the scan; best of interleaved rounds."""
+    payloads = {name: Path(get_testdata_file(name)).read_bytes() for name in SCAN_FILES}
+    best: dict[tuple[str, str], float] = {}
+    for _ in range(rounds):
+        for name, payload in payloads.items():
+            for mode, fields in SCAN_MODES.items():
+                done, failed, elapsed = run_clients(port, token, payload, 1, seconds, fields)
+                if failed:
+                    print(f"  {name} {mode}: {failed} uploads failed")
+                rate = done / elapsed
+                best[(name, mode)] = max(rate, best.get((name, mode), 0.0))
+    print(f"anonymize=true, 1 client, uploads/s (best of {rounds} rounds of {seconds:.0f} s):")
+    print(f"  {'file':28} " + " ".join(f"{mode:>40}" for mode in SCAN_MODES))
+    report = {}
+    for name in SCAN_FILES:
+        rates = [best[(name, mode)] for mode in SCAN_MODES]
+        print(f"  {name:28} " + " ".join(f"{rate:40.1f}" for rate in rates))
+        report[name] = dict(zip(SCAN_MODES, [round(rate, 1) for rate in rates], strict=True))
+    totals = [len(SCAN_FILES) / sum(1 / best[(name, mode)] for name in SCAN_FILES) for mode in SCAN_MODES]
+    print(f"  {'all (harmonic mean)':28} " + " ".join(f"{rate:40.1f}" for rate in totals))
+    return report
 
 
 def write_big_dicom(path: Path, megabytes: int) -> None:
@@ -173,6 +210,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--big-mb", type=int, default=500)
+    parser.add_argument("--scan-seconds", type=float, default=3, help="per file, mode and round")
+    parser.add_argument("--scan-rounds", type=int, default=3)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as data_dir:
@@ -228,6 +267,9 @@ def main() -> None:
                 print(
                     f"CT_small.dcm, {clients} client(s): {done / elapsed:.1f} uploads/s ({done} ok, {failed} failed)"
                 )
+
+            scan_rates = anonymized_upload_rates(args.port, token, args.scan_seconds, args.scan_rounds)
+            results["anonymize"] = scan_rates
 
             big = Path(data_dir) / "big.dcm"
             write_big_dicom(big, args.big_mb)

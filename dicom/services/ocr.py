@@ -3,7 +3,7 @@
 Everything that knows RapidOCR's calling convention, its result layout and its configuration keys is
 here; :mod:`dicom.services.pixel_text` sees only :class:`OcrLine`. The detection (PP-OCRv4 DB) and
 recognition (PP-OCRv4 CRNN) models ship inside the wheel: nothing is downloaded, ever. The engine is
-built on first use in each process (about 0.1 s and 130 MB) and shared by its threads behind a lock,
+built on first use in each process (0.7 to 1 s with the files cached, a few seconds cold; about 130 MB) and shared by its threads behind a lock,
 since one RapidOCR object keeps per-call state.
 
 The text an engine reads is patient data: it is returned to the caller and never logged.

@@ -40,6 +40,13 @@ from dicom.services.rendering import PixelElement, colour_to_8bit_rgb, decode_fr
 MIN_TEXT_CHARACTERS = 2
 # Contrast (of 255) that a stroke needs over its surroundings to reach the gate.
 GATE_CONTRAST = 32
+# A candidate line reaches the OCR when it is this many times wider than high, or when at least
+# ALIGNED_CHARACTERS of its strokes share a height and a vertical centre (a short word). Anatomy's
+# small bright structures (bone, vessels, contrast) make squat, irregular clusters.
+LONG_LINE = 2.5
+ALIGNED_CHARACTERS = 3
+# A frame smaller than this on either side cannot hold a line of readable text.
+MIN_TEXT_FRAME = 12
 # Blanked boxes grow by this fraction of their height on every side (at least 2 pixels): the
 # detector's box can clip the tips of letters.
 BLANK_MARGIN = 0.25
@@ -145,13 +152,16 @@ def stroke_lines(image: np.ndarray) -> list[tuple[int, int, int, int]]:
             image, (image.shape[1] // scale, image.shape[0] // scale), interpolation=cv2.INTER_AREA
         )
     rows, columns = image.shape[:2]
+    if min(rows, columns) < MIN_TEXT_FRAME:
+        return []
     size = 9 if max(rows, columns) <= 1100 else 13
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (size, size))
     planes = [image] if image.ndim == 2 else [image[..., channel] for channel in range(image.shape[2])]
     largest = max(12, round(min(rows, columns) * 0.15))
     characters = np.zeros((rows, columns), dtype=np.uint8)
     char_heights = []
-    found: list[tuple[np.ndarray, int, np.ndarray]] = []  # per polarity: labels, count, is_character
+    # Per polarity: labels, count, is_character, stats.
+    found: list[tuple[np.ndarray, int, np.ndarray, np.ndarray]] = []
     # Bright strokes (top-hat) and dark strokes (black-hat) apart: together, the gaps between the
     # strokes of bright text would join its letters into one blob.
     for operation in (cv2.MORPH_TOPHAT, cv2.MORPH_BLACKHAT):
@@ -171,7 +181,7 @@ def stroke_lines(image: np.ndarray) -> list[tuple[int, int, int, int]]:
         lookup[1:][is_character] = 255
         characters = cv2.max(characters, lookup[labels])
         char_heights.append(heights[is_character])
-        found.append((labels, count, is_character))
+        found.append((labels, count, is_character, stats))
     if not char_heights:
         return []
     heights = np.concatenate(char_heights)
@@ -179,22 +189,52 @@ def stroke_lines(image: np.ndarray) -> list[tuple[int, int, int, int]]:
         return []
     gap = max(3, int(np.median(heights)))
     joined = cv2.dilate(characters, cv2.getStructuringElement(cv2.MORPH_RECT, (gap, 3)))
-    line_count, line_labels, line_stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
-    # How many distinct characters each line holds: count (line, character) pairs of their pixels,
-    # for each polarity on its own (a bright letter and the dark gap beside it touch).
-    members = np.zeros(line_count, dtype=np.int64)
-    for labels, count, is_character in found:
+    _, line_labels, line_stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
+    # The characters of each line: (line, character) pairs of their pixels, for each polarity on
+    # its own (a bright letter and the dark gap beside it touch).
+    members: dict[int, list[tuple[int, float, int, int]]] = {}
+    for labels, count, is_character, stats in found:
         lookup = np.zeros(count, dtype=bool)
         lookup[1:] = is_character
         ys, xs = np.nonzero(lookup[labels])
         pairs = np.unique(line_labels[ys, xs].astype(np.int64) * count + labels[ys, xs])
-        members += np.bincount(pairs // count, minlength=line_count)
+        for line, character in zip((pairs // count).tolist(), (pairs % count).tolist(), strict=True):
+            left, top, width, height = (int(v) for v in stats[character, :4])
+            members.setdefault(line, []).append((height, top + height / 2, left, width))
     lines = []
-    for label in range(1, line_count):
+    for label, characters in members.items():
         left, top, width, height, _area = (int(v) for v in line_stats[label])
-        if members[label] >= MIN_TEXT_CHARACTERS and width >= height:
+        if len(characters) >= MIN_TEXT_CHARACTERS and (
+            width >= LONG_LINE * height or _aligned(characters) >= ALIGNED_CHARACTERS
+        ):
             lines.append((left * scale, top * scale, width * scale, height * scale))
     return lines
+
+
+def _aligned(characters: list[tuple[int, float, int, int]]) -> int:
+    """The longest run of a line's strokes that stand side by side like letters of one word.
+
+    Letters share a height and a vertical centre (within 40 % and 35 % of the typical height), follow
+    each other left to right without overlapping much, and are not far apart. Blobs of anatomy that
+    happen to sit in a row are of unequal sizes or stacked.
+    """
+    heights = np.array([character[0] for character in characters], dtype=np.float64)
+    centres = np.array([character[1] for character in characters], dtype=np.float64)
+    typical, middle = float(np.median(heights)), float(np.median(centres))
+    same = (np.abs(heights - typical) <= 0.4 * typical) & (np.abs(centres - middle) <= 0.35 * typical)
+    row = sorted((left, width) for (_, _, left, width), keep in zip(characters, same, strict=True) if keep)
+    best = run = 0
+    previous = None
+    for left, width in row:
+        if previous is not None and (
+            left >= previous[0] + 0.7 * previous[1] and left - (previous[0] + previous[1]) <= 1.5 * typical
+        ):
+            run += 1
+        else:
+            run = 1
+        best = max(best, run)
+        previous = (left, width)
+    return best
 
 
 def is_text(line: ocr.OcrLine) -> bool:
