@@ -37,12 +37,9 @@ class DeidOptionsSerializer(serializers.Serializer):
         return fields
 
     def validate(self, attrs):
-        chosen = set(settings.DICOM_DEID_DEFAULT_OPTIONS)
-        for name, value in attrs.items():
-            if name in OPTION_NAMES:
-                (chosen.add if value else chosen.discard)(name)
+        overrides = {name: value for name, value in attrs.items() if name in OPTION_NAMES}
         try:
-            attrs["options"] = DeidOptions.from_names(sorted(chosen))
+            attrs["options"] = DeidOptions.with_overrides(settings.DICOM_DEID_DEFAULT_OPTIONS, overrides)
         except ValueError as error:
             raise serializers.ValidationError(str(error)) from None
         return attrs

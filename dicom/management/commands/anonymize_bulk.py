@@ -194,12 +194,9 @@ class Command(BaseCommand):
     # --- the plan ---------------------------------------------------------------------------
 
     def _plan(self, opts: dict) -> bulk.BulkPlan:
-        defaults = set(settings.DICOM_DEID_DEFAULT_OPTIONS)
-        chosen = [
-            name for name in OPTION_NAMES if (opts[name] if opts[name] is not None else name in defaults)
-        ]
+        overrides = {name: opts[name] for name in OPTION_NAMES if opts[name] is not None}
         try:
-            options = DeidOptions.from_names(chosen)
+            options = DeidOptions.with_overrides(settings.DICOM_DEID_DEFAULT_OPTIONS, overrides)
         except ValueError as error:
             raise CommandError(str(error)) from None
         selection = bulk.StoredSelection(

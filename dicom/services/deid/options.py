@@ -6,7 +6,7 @@ commands expose them as they are.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 
 OPTION_NAMES: tuple[str, ...] = (
@@ -49,6 +49,11 @@ OPTION_CODES: dict[str, tuple[str, str, str]] = {
     "clean_pixel_data": ("", "113101", "Clean Pixel Data Option"),
 }
 BASIC_PROFILE_CODE = ("113100", "Basic Application Confidentiality Profile")
+# Pairs of options of which at most one may be on.
+ALTERNATIVES: tuple[tuple[str, str], ...] = (
+    ("retain_full_dates", "retain_modified_dates"),
+    ("clean_pixel_data", "accept_burned_in_annotation"),
+)
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,27 @@ class DeidOptions:
                 raise ValueError(f"unknown de-identification option: {name!r}")
             chosen.add(name)
         return cls(**dict.fromkeys(chosen, True))
+
+    @classmethod
+    def with_overrides(cls, defaults: Iterable[str], overrides: Mapping[str, bool]) -> DeidOptions:
+        """The ``defaults`` (``DICOM_DEID_DEFAULT_OPTIONS``) changed by what a request or command says.
+
+        An option the request turns on drops a default it is an alternative to (a request for
+        ``accept_burned_in_annotation`` where ``clean_pixel_data`` is a default), unless the request
+        also names that one. ``ValueError`` as :meth:`from_names`, or for two alternatives asked for.
+        """
+        chosen = set(defaults)
+        for name, value in overrides.items():
+            if not value:
+                chosen.discard(name)
+                continue
+            chosen.add(name)
+            for pair in ALTERNATIVES:
+                if name in pair:
+                    other = pair[1] if name == pair[0] else pair[0]
+                    if other not in overrides:
+                        chosen.discard(other)
+        return cls.from_names(sorted(chosen))
 
     def to_names(self) -> list[str]:
         """The names of the options switched on, in ``OPTION_NAMES`` order."""

@@ -331,3 +331,18 @@ def test_clean_pixel_data_is_a_strict_boolean_and_excludes_accept(api, tmp_path)
     assert both.status_code == 400
     assert "alternatives" in both.json()["detail"]
     assert DicomFile.objects.count() == 0
+
+
+def test_clean_pixel_data_as_the_default_and_a_request_that_accepts_instead(api, tmp_path, settings):
+    settings.DICOM_DEID_DEFAULT_OPTIONS = ["clean_pixel_data"]
+    path = _text_file(tmp_path)
+
+    cleaned = upload(api, path, anonymize="true")
+    accepted = upload(api, path, anonymize="true", accept_burned_in_annotation="true")
+
+    assert cleaned.status_code == 200 and accepted.status_code == 200, (cleaned.json(), accepted.json())
+    by_id = {str(f.id): f for f in DicomFile.objects.all()}
+    assert by_id[cleaned.json()["file_id"]].deid_options == ["clean_pixel_data"]
+    assert by_id[accepted.json()["file_id"]].deid_options == ["accept_burned_in_annotation"]
+    kept = dcmread(storage.local_path(by_id[accepted.json()["file_id"]].storage_key))
+    assert kept.PatientIdentityRemoved == "NO"

@@ -33,3 +33,15 @@ def test_options_are_frozen():
     options = DeidOptions()
     with pytest.raises(FrozenInstanceError):
         options.retain_uids = True
+
+
+def test_a_request_for_one_alternative_drops_the_default_other():
+    defaults = ["clean_pixel_data", "retain_uids"]
+    options = DeidOptions.with_overrides(defaults, {"accept_burned_in_annotation": True})
+    assert options.to_names() == ["retain_uids", "accept_burned_in_annotation"]
+    assert DeidOptions.with_overrides(defaults, {}).to_names() == ["retain_uids", "clean_pixel_data"]
+    assert DeidOptions.with_overrides(defaults, {"retain_uids": False}).to_names() == ["clean_pixel_data"]
+    dates = DeidOptions.with_overrides(["retain_full_dates"], {"retain_modified_dates": True})
+    assert dates.to_names() == ["retain_modified_dates"]
+    with pytest.raises(ValueError, match="alternatives"):
+        DeidOptions.with_overrides([], {"clean_pixel_data": True, "accept_burned_in_annotation": True})
