@@ -23,6 +23,7 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
+    JPEGLSLossless,
     RLELossless,
     generate_uid,
 )
@@ -240,7 +241,7 @@ class TextCase:
     name: str
     base: str
     texts: tuple[Text, ...] = ()
-    syntax: str = "native"  # native, rle, jpeg2000, jpeg (baseline, through PIL)
+    syntax: str = "native"  # native, rle, jpeg2000, jpegls, jpeg (baseline, through PIL)
     burned_in_annotation: str | None = None
     frames: int = 1
     graphics: bool = False  # depth ticks, an arrow, a colour bar and dots (no text)
@@ -274,6 +275,7 @@ TEXT_CASES: tuple[TextCase, ...] = (
     ),
     TextCase("mr-small", "MR_small.dcm", (Text("JANE 0042", 1, 1, 9),)),
     TextCase("mr-rle", "MR_small.dcm", (Text("PAT 7781", 2, 50, 10),), syntax="rle"),
+    TextCase("ct-jpegls", "CT_small.dcm", (Text("WONG 19570704", 4, 100, 12),), syntax="jpegls"),
     TextCase(
         "ct-multiframe-middle",
         "CT_small.dcm",
@@ -318,6 +320,7 @@ TEXT_CASES: tuple[TextCase, ...] = (
     TextCase("control-ct-j2k-512", "693_J2KI.dcm", syntax="jpeg2000"),
     TextCase("control-mr", "MR_small.dcm", burned_in_annotation="NO"),
     TextCase("control-mr-rle", "MR_small.dcm", syntax="rle"),
+    TextCase("control-ct-jpegls", "CT_small.dcm", syntax="jpegls"),
     TextCase("control-us-speckle", "speckle"),
     TextCase("control-us-graphics", "speckle", graphics=True),
     TextCase("control-us-graphics-jpeg", "speckle", graphics=True, syntax="jpeg"),
@@ -475,6 +478,8 @@ def _store_frames(ds, frames: np.ndarray, *, photometric: str, syntax: str) -> N
         ds.compress(RLELossless, data, encoding_plugin="pydicom")
     elif syntax == "jpeg2000":
         ds.compress(JPEG2000Lossless, data)
+    elif syntax == "jpegls":
+        ds.compress(JPEGLSLossless, data)  # pyjpegls, a test dependency
     elif syntax == "jpeg":
         fragments = []
         for frame in frames:
