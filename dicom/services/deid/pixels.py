@@ -10,8 +10,9 @@ leaves the pixels as they are (the output then says Patient Identity Removed NO)
   the output is not released if text is still found (DeidentificationVerificationError);
 - no text and nothing to blank: the pixel data is not touched (copied byte for byte by the engine).
 
-Cleaning decodes the pixel data, so a compressed file is written back as Explicit VR Little Endian;
-a lossy source keeps its Lossy Image Compression history.
+Cleaning decodes the pixel data, so a compressed file is written back as Explicit VR Little Endian
+(a big endian source as Explicit VR Big Endian); a lossy source keeps its Lossy Image Compression
+history.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.pixels import get_decoder
 from pydicom.pixels.utils import pack_bits
-from pydicom.uid import UID, ExplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian
 
 from dicom.services import ocr, pixel_text
 from dicom.services.errors import DeidentificationRefusedError, DeidentificationVerificationError
@@ -157,7 +158,8 @@ def clean(ds: Dataset, outcome: PixelOutcome) -> None:
     The pixel data is decoded whole and blanked; the frames first scanned are scanned again without
     the gate, and what that finds is blanked too, up to :data:`CLEANING_ROUNDS` times. The last scan
     is the verification: if it still finds text, DeidentificationVerificationError (nothing is
-    released). The result is written back native, Explicit VR Little Endian, and ``outcome`` records
+    released). The result is written back native (Explicit VR Little Endian; a big endian source stays
+    big endian), and ``outcome`` records
     every region blanked. Raises DeidentificationRefusedError when the data cannot be decoded.
     """
     syntax = UID(str(ds.file_meta.TransferSyntaxUID))
@@ -195,7 +197,7 @@ def clean(ds: Dataset, outcome: PixelOutcome) -> None:
     outcome.verified_frames = rescan.frames
     _write_native(ds, array, photometric=photometric, keyword=keyword, source_syntax=syntax)
     outcome.cleaned = True
-    outcome.transfer_syntax_changed = syntax != ExplicitVRLittleEndian
+    outcome.transfer_syntax_changed = syntax not in (ExplicitVRLittleEndian, ExplicitVRBigEndian)
 
 
 def _rescan(
@@ -208,15 +210,20 @@ def _rescan(
 def _write_native(
     ds: Dataset, array: np.ndarray, *, photometric: str, keyword: str, source_syntax: UID
 ) -> None:
-    """Store ``array`` as native little endian pixel data of ``ds`` and fix the attributes it implies."""
+    """Store ``array`` as native pixel data of ``ds`` and fix the attributes it implies.
+
+    Explicit VR Little Endian, except that a big endian source stays Explicit VR Big Endian: its other
+    binary values (LUTs, overlays) are in that byte order, and pydicom does not swap them.
+    """
+    little_endian = source_syntax.is_little_endian
     bits_allocated = int(ds.BitsAllocated)
     if bits_allocated == 1:
         data = pack_bits(array)
     else:
-        little = array.astype(array.dtype.newbyteorder("<"), copy=False)
-        data = little.tobytes()
-        if little.dtype.itemsize * 8 != bits_allocated:
-            ds.BitsAllocated = little.dtype.itemsize * 8
+        ordered = array.astype(array.dtype.newbyteorder("<" if little_endian else ">"), copy=False)
+        data = ordered.tobytes()
+        if ordered.dtype.itemsize * 8 != bits_allocated:
+            ds.BitsAllocated = ordered.dtype.itemsize * 8
     if len(data) % 2:
         data += b"\x00"
     for extended in ("ExtendedOffsetTable", "ExtendedOffsetTableLengths"):
@@ -235,4 +242,4 @@ def _write_native(
         ds.LossyImageCompression = "01"
         if "LossyImageCompressionMethod" not in ds:
             ds.LossyImageCompressionMethod = method
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian if little_endian else ExplicitVRBigEndian

@@ -7,6 +7,8 @@ without text) plus deid-data's real-looking ultrasound exports.
 import io
 import os
 import re
+import shutil
+import subprocess
 import warnings
 import zipfile
 from functools import cache
@@ -33,6 +35,7 @@ from dicom.tests.services.dicom_builders import TEXT_CASES, build_text_case
 from .datasets import KEY
 
 CLEAN = DeidOptions(clean_pixel_data=True)
+DCMDUMP = shutil.which("dcmdump")
 DEFAULT = DeidOptions()
 ULTRASOUNDS = Path(deid_data.__file__).parent / "data" / "ultrasounds"
 TEXT = [case for case in TEXT_CASES if case.has_text]
@@ -302,3 +305,37 @@ def test_every_bundled_pydicom_image_is_tried_and_only_the_listed_ones_are_refus
     for name, error in refused.items():
         assert EXPECTED_REFUSALS[name] in error.detail, (name, error.detail)
         assert isinstance(error, InvalidDicomError) == (name == "SC_rgb_jpeg.dcm")
+
+
+def _cleanable_bundled() -> list[str]:
+    return [path for path in _bundled_with_pixels() if os.path.basename(path) not in EXPECTED_REFUSALS]
+
+
+@pytest.mark.parametrize("path", _cleanable_bundled(), ids=os.path.basename)
+def test_every_bundled_image_survives_the_pixel_rewrite_of_cleaning(path, tmp_path, monkeypatch):
+    # A device region on every bundled image forces the decode, blank and rewrite of Clean Pixel Data
+    # through each syntax, bit depth, photometric interpretation and frame count pydicom ships.
+    region = pixel_text.TextRegion(0, 0, 0, 4, 4, origin="device")
+    monkeypatch.setattr(pixel_text, "device_regions_for", lambda ds, number_of_frames: (region,))
+    destination = tmp_path / "out.dcm"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, report = deidentify_file(path, destination, options=CLEAN, key=KEY)
+        original, output = pydicom.dcmread(path), pydicom.dcmread(destination)
+        before, after = original.pixel_array, output.pixel_array
+    assert report.pixel_text["cleaned"] is True
+    big_endian = original.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRBigEndian
+    expected = pydicom.uid.ExplicitVRBigEndian if big_endian else pydicom.uid.ExplicitVRLittleEndian
+    assert output.file_meta.TransferSyntaxUID == expected
+    assert after.shape == before.shape and after.dtype == before.dtype
+    frames = int(original.get("NumberOfFrames") or 1)
+    if frames == 1:
+        before, after = before[np.newaxis], after[np.newaxis]
+    margin = 2  # the blanking margin of a 4-pixel-high region
+    outside = np.ones(before.shape[1:3], dtype=bool)
+    outside[: 4 + margin, : 4 + margin] = False
+    assert np.array_equal(before[:, outside], after[:, outside])
+    if DCMDUMP is not None:
+        result = subprocess.run([DCMDUMP, "-q", str(destination)], capture_output=True, check=False)
+        errors = [line for line in result.stderr.decode("latin-1").splitlines() if line.startswith("E:")]
+        assert result.returncode == 0 and not errors, errors
