@@ -297,6 +297,40 @@ def decode_frame(
     ``pixels.in_dataset`` the value is taken from ``ds`` and ``fp`` is not used. ``as_rgb=False`` keeps
     native YBR data as it is stored (the decoders convert it to RGB by default). Raises RenderError.
     """
+    decoder, source, options, transfer_syntax = _decoding(ds, pixels, fp)
+    try:
+        # The decoder, not pydicom.pixels.pixel_array(), because only it reports the photometric
+        # interpretation of what it returns: JPEG baseline and JPEG 2000 YBR come back as RGB.
+        array, properties = decoder.as_array(source, index=index, as_rgb=as_rgb, **options)
+    except Exception as exc:
+        reason = _reason(exc)
+        raise RenderError(f"the {transfer_syntax.name} pixel data cannot be decoded ({reason})") from exc
+    return array, _decoded_photometric(ds, array, properties)
+
+
+def iter_frames(
+    ds: Dataset, pixels: PixelElement, fp: BinaryIO | None, *, as_rgb: bool = True
+) -> Iterator[tuple[np.ndarray, str]]:
+    """Yield every frame in order with its photometric interpretation, one frame in memory at a time.
+
+    The pixel data is read once, front to back. Same sources and errors as :func:`decode_frame`; a
+    frame that cannot be decoded raises RenderError when it is reached.
+    """
+    decoder, source, options, transfer_syntax = _decoding(ds, pixels, fp)
+    frames = decoder.iter_array(source, as_rgb=as_rgb, **options)
+    while True:
+        try:
+            array, properties = next(frames)
+        except StopIteration:
+            return
+        except Exception as exc:
+            reason = _reason(exc)
+            raise RenderError(f"the {transfer_syntax.name} pixel data cannot be decoded ({reason})") from exc
+        yield array, _decoded_photometric(ds, array, properties)
+
+
+def _decoding(ds: Dataset, pixels: PixelElement, fp: BinaryIO | None):
+    """The decoder, its source and options for the pixel data of ``ds``; checks what can be checked first."""
     missing = [keyword for keyword in _REQUIRED_IMAGE_PIXEL if ds.get(keyword) in (None, "")]
     if missing:
         raise RenderError(f"required image attributes are missing: {', '.join(missing)}")
@@ -334,14 +368,10 @@ def decode_frame(
         if pixels.vr is not None:
             options["pixel_vr"] = pixels.vr
         fp.seek(pixels.value_offset)
-    try:
-        # The decoder, not pydicom.pixels.pixel_array(), because only it reports the photometric
-        # interpretation of what it returns: JPEG baseline and JPEG 2000 YBR come back as RGB.
-        array, properties = decoder.as_array(source, index=index, as_rgb=as_rgb, **options)
-    except Exception as exc:
-        reason = _reason(exc)
-        raise RenderError(f"the {transfer_syntax.name} pixel data cannot be decoded ({reason})") from exc
+    return decoder, source, options, transfer_syntax
 
+
+def _decoded_photometric(ds: Dataset, array: np.ndarray, properties: dict) -> str:
     photometric = str(properties.get("photometric_interpretation") or ds.get("PhotometricInterpretation", ""))
     samples = 1 if array.ndim == 2 else array.shape[-1]
     if samples == 1 and photometric not in (*_MONOCHROME, "PALETTE COLOR"):
@@ -350,7 +380,7 @@ def decode_frame(
         raise RenderError(f"photometric interpretation {photometric or '(none)'} is not supported")
     if samples not in (1, 3):
         raise RenderError(f"{samples} samples per pixel are not supported")
-    return array, photometric
+    return photometric
 
 
 def _check_native_length(ds: Dataset, pixels: PixelElement) -> None:

@@ -5,6 +5,7 @@ Pure pydicom: no Django, no settings. The caller passes the key. See ``docs/deid
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import logging
 import os
@@ -21,7 +22,7 @@ from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 
 from dicom.services.errors import DeidentificationRefusedError, DicomServiceError, InvalidDicomError
-from dicom.services.rendering import pixel_element_at, pixel_element_in
+from dicom.services.rendering import PixelElement, pixel_element_at, pixel_element_in
 
 from . import pixels as pixel_policy
 from . import streaming
@@ -606,11 +607,13 @@ def _deidentify_in_memory(
     return ds, report
 
 
-def _scan_streamed(fp: BinaryIO, ds: Dataset, options: DeidOptions) -> pixel_policy.PixelOutcome | None:
+def _scan_streamed(
+    fp: BinaryIO, ds: Dataset, options: DeidOptions
+) -> tuple[pixel_policy.PixelOutcome | None, PixelElement | None]:
     """Scan the pixel data that follows the header just read; leave ``fp`` where it was.
 
-    None when what follows is not a pixel data element pydicom's decoders can be pointed at (the
-    whole-file path then scans the dataset it reads).
+    The outcome is None when what follows is not a pixel data element pydicom's decoders can be
+    pointed at (the whole-file path then scans the dataset it reads).
     """
     _refuse_burned_in(ds, options)  # before the scan: a declared YES needs no decoding to refuse
     here = fp.tell()
@@ -618,11 +621,19 @@ def _scan_streamed(fp: BinaryIO, ds: Dataset, options: DeidOptions) -> pixel_pol
         pixels = pixel_element_at(fp, ds)
         if pixels is None:
             if fp.seek(0, os.SEEK_END) - here >= 8:
-                return None
-            return pixel_policy.PixelOutcome(skipped="no pixel data", has_pixel_data=False)
-        return pixel_policy.inspect(ds, pixels, fp, options=options)
+                return None, None
+            return pixel_policy.PixelOutcome(skipped="no pixel data", has_pixel_data=False), None
+        return pixel_policy.inspect(ds, pixels, fp, options=options), pixels
     finally:
         fp.seek(here)
+
+
+def _image_header(ds: Dataset) -> Dataset:
+    """The attributes pydicom's decoders read (Image Pixel group and transfer syntax), deep-copied:
+    setting an attribute that exists changes its element in place, and the header is about to change."""
+    header = copy.deepcopy(ds.group_dataset(0x0028))
+    header.file_meta = copy.deepcopy(ds.file_meta)
+    return header
 
 
 def _deidentify_stream(
@@ -640,10 +651,12 @@ def _deidentify_stream(
     try:
         if syntax in DEFLATED_SYNTAXES or implicit is None or little is None:
             raise streaming.NotStreamable("the dataset is deflated or its encoding is unknown")
-        pixel_outcome = _scan_streamed(fp, ds, options)
-        if pixel_outcome is None or (options.clean_pixel_data and pixel_outcome.needs_cleaning):
-            # Cleaning rewrites the pixel data: the whole-file path decodes, blanks and re-encodes it.
-            raise streaming.NotStreamable("the pixel data is cleaned or could not be located")
+        pixel_outcome, pixels = _scan_streamed(fp, ds, options)
+        if pixel_outcome is None:
+            raise streaming.NotStreamable("the pixel data could not be located")
+        cleaning = options.clean_pixel_data and pixel_outcome.needs_cleaning
+        if cleaning and not pixel_policy.streamable(ds):
+            raise streaming.NotStreamable("bit-packed pixel data is cleaned in memory")
         if streaming.read_encoding_of(ds) not in (None, implicit):
             raise streaming.NotStreamable("the dataset is not encoded as its transfer syntax says")
         run = streaming.plan_pixel_copy(fp, implicit=implicit, little=little)
@@ -659,9 +672,18 @@ def _deidentify_stream(
             tags = list(ds.keys())
             if any(run.tags[0] <= tag <= run.tags[-1] for tag in tags):
                 raise streaming.NotStreamable("an element sorts into the pixel data run")
+        if cleaning and (run is None or len(run.tags) != 1):
+            raise streaming.NotStreamable("more than one pixel data element to clean")
     except streaming.NotStreamable:
         fp.seek(start)
         return _deidentify_in_memory(fp, destination, options=options, key=key)
+    plan = source_image = None
+    if cleaning:
+        # Clean Pixel Data: the boxes are found and verified on the scanned frames first; then every
+        # frame is decoded, blanked and written one at a time, in place of the byte copy.
+        source_image = _image_header(ds)
+        plan = pixel_policy.plan_cleaning(source_image, pixels, fp, pixel_outcome)
+        pixel_policy.apply_plan_to_header(ds, plan)
     report = deidentify_dataset(ds, options=options, key=key, pixel_outcome=pixel_outcome)
     ds.preamble = b"\x00" * 128
     if run is None:
@@ -679,7 +701,10 @@ def _deidentify_stream(
     try:
         writer = DicomIO(out)
         ds.save_as(writer, enforce_file_format=True)
-        streaming.copy_pixel_bytes(fp, writer, run)
+        if plan is not None:
+            pixel_policy.write_cleaned_pixels(writer, source_image, pixels, fp, plan)
+        else:
+            streaming.copy_pixel_bytes(fp, writer, run)
         if tail_elements:
             streaming.write_tail(writer, tail_elements, whole=ds)
     except BaseException:

@@ -17,19 +17,19 @@ history.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
 import numpy as np
 from pydicom.dataset import Dataset
-from pydicom.pixels import get_decoder
 from pydicom.pixels.utils import pack_bits
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian
 
 from dicom.services import ocr, pixel_text
 from dicom.services.errors import DeidentificationRefusedError, DeidentificationVerificationError
 from dicom.services.pixel_text import PixelFrames, TextRegion
-from dicom.services.rendering import PixelElement, RenderError
+from dicom.services.rendering import PixelElement, RenderError, decode_frame, iter_frames, pixel_element_in
 
 from .options import DeidOptions
 
@@ -152,39 +152,56 @@ def inspect(
     return outcome
 
 
-def clean(ds: Dataset, outcome: PixelOutcome) -> None:
-    """Blank ``outcome``'s regions on every frame of ``ds`` (pixel data in memory) and verify.
+@dataclass(frozen=True)
+class CleaningPlan:
+    """What Clean Pixel Data writes: the boxes (grown by the margin) blanked on every frame, and how
+    the frames come out of the decoder (photometric interpretation, sample type, native YBR kept)."""
 
-    The pixel data is decoded whole and blanked; the frames first scanned are scanned again without
-    the gate, and what that finds is blanked too, up to :data:`CLEANING_ROUNDS` times. The last scan
-    is the verification: if it still finds text, DeidentificationVerificationError (nothing is
-    released). The result is written back native (Explicit VR Little Endian; a big endian source stays
-    big endian), and ``outcome`` records
-    every region blanked. Raises DeidentificationRefusedError when the data cannot be decoded.
+    boxes: tuple[TextRegion, ...]
+    photometric: str
+    dtype: np.dtype
+    as_rgb: bool
+    source_syntax: UID
+
+    @property
+    def little_endian(self) -> bool:
+        return self.source_syntax.is_little_endian
+
+
+def plan_cleaning(
+    ds: Dataset, pixels: PixelElement, fp: BinaryIO | None, outcome: PixelOutcome
+) -> CleaningPlan:
+    """Find the boxes that leave no readable text on the scanned frames, and verify that they do.
+
+    The scanned frames are decoded, blanked (:func:`blank_frame`) and scanned again without the gate;
+    what that finds is added, up to :data:`CLEANING_ROUNDS` times, each round from the decoded frames
+    with every box so far, so the last scan sees exactly what will be written. That last scan is the
+    verification: text still found raises DeidentificationVerificationError (nothing is released).
+    ``outcome`` records every region found; DeidentificationRefusedError if a frame cannot be decoded.
     """
     syntax = UID(str(ds.file_meta.TransferSyntaxUID))
-    keyword = next(kw for kw in ("PixelData", "FloatPixelData", "DoubleFloatPixelData") if kw in ds)
+    as_rgb = syntax.is_compressed  # compressed YBR decodes to RGB; native YBR is kept as stored
     try:
-        decoder = get_decoder(syntax)
-        array, properties = decoder.as_array(ds, as_rgb=syntax.is_compressed)
-    except Exception as exc:
+        decoded = {
+            index: decode_frame(ds, pixels, fp, index=index, as_rgb=as_rgb) for index in outcome.frames
+        }
+    except RenderError as error:
         raise DeidentificationRefusedError(
-            f"the pixel data cannot be decoded to clean it ({type(exc).__name__})"
+            f"the pixel data cannot be decoded to clean it ({error.detail})"
         ) from None
-    photometric = str(properties.get("photometric_interpretation") or ds.PhotometricInterpretation)
-    samples = int(ds.get("SamplesPerPixel") or 1)
-    frames_count = outcome.number_of_frames or 1
-    shape = (frames_count, int(ds.Rows), int(ds.Columns)) + ((samples,) if samples > 1 else ())
-    array = np.ascontiguousarray(array).reshape(shape)
-    rows, columns = shape[1], shape[2]
+    first, photometric = decoded[outcome.frames[0]]
+    rows, columns = first.shape[:2]
     boxes = [region.expanded(rows=rows, columns=columns) for region in outcome.device_regions]
     found = list(outcome.regions)
     for _round in range(CLEANING_ROUNDS):
         boxes += [region.expanded(rows=rows, columns=columns) for region in found]
-        pixel_text.blank_regions(array, boxes)
+        images = [
+            (index, pixel_text.display_image(blank_frame(frame, boxes), photometric, ds))
+            for index, (frame, _) in decoded.items()
+        ]
         # Blanking changes what the detector sees: text it missed beside a line it found, or under
         # the window of the first pass, can surface. Rescan without the gate and blank that too.
-        rescan = _rescan(array, photometric, ds, outcome.frames)
+        rescan = pixel_text.scan_images(images, gate=False)
         if not rescan.regions:
             break
         found = list(rescan.regions)
@@ -195,51 +212,122 @@ def clean(ds: Dataset, outcome: PixelOutcome) -> None:
             f"{describe_regions(rescan.regions)}"
         )
     outcome.verified_frames = rescan.frames
-    _write_native(ds, array, photometric=photometric, keyword=keyword, source_syntax=syntax)
     outcome.cleaned = True
     outcome.transfer_syntax_changed = syntax not in (ExplicitVRLittleEndian, ExplicitVRBigEndian)
+    return CleaningPlan(tuple(boxes), photometric, first.dtype, as_rgb, syntax)
 
 
-def _rescan(
-    array: np.ndarray, photometric: str, ds: Dataset, frames: tuple[int, ...]
-) -> pixel_text.FrameScan:
-    images = [(index, pixel_text.display_image(array[index], photometric, ds)) for index in frames]
-    return pixel_text.scan_images(images, gate=False)
+def blank_frame(frame: np.ndarray, boxes) -> np.ndarray:
+    """A copy of ``frame`` with ``boxes`` filled with its background (see pixel_text.blank_regions)."""
+    cleaned = np.array(frame, copy=True)
+    pixel_text.blank_regions(cleaned[np.newaxis, ...], boxes)
+    return cleaned
 
 
-def _write_native(
-    ds: Dataset, array: np.ndarray, *, photometric: str, keyword: str, source_syntax: UID
-) -> None:
-    """Store ``array`` as native pixel data of ``ds`` and fix the attributes it implies.
+def clean(ds: Dataset, outcome: PixelOutcome) -> None:
+    """Clean Pixel Data on ``ds`` with its pixel data in memory: plan, then rewrite every frame.
+
+    For what the streaming path cannot take (deflated files, bit-packed pixels). Holds the decoded
+    frames of the whole file in memory. Raises as :func:`plan_cleaning`.
+    """
+    keyword = next(kw for kw in ("PixelData", "FloatPixelData", "DoubleFloatPixelData") if kw in ds)
+    pixels = pixel_element_in(ds)
+    plan = plan_cleaning(ds, pixels, None, outcome)
+    try:
+        frames = [
+            blank_frame(frame, plan.boxes) for frame, _ in iter_frames(ds, pixels, None, as_rgb=plan.as_rgb)
+        ]
+    except RenderError as error:
+        raise DeidentificationRefusedError(
+            f"the pixel data cannot be decoded to clean it ({error.detail})"
+        ) from None
+    array = np.stack(frames)
+    if int(ds.BitsAllocated) == 1:
+        data = pack_bits(array)
+    else:
+        data = b"".join(_frame_bytes(frame, plan) for frame in frames)
+    apply_plan_to_header(ds, plan)
+    if len(data) % 2:
+        data += b"\x00"
+    setattr(ds, keyword, data)
+    ds[keyword].VR = _pixel_vr(keyword, ds)
+    ds[keyword].is_undefined_length = False
+
+
+def streamable(ds: Dataset) -> bool:
+    """Whether cleaned frames can be written one by one (whole bytes per frame: not bit-packed)."""
+    return int(ds.get("BitsAllocated") or 0) % 8 == 0
+
+
+def write_cleaned_pixels(writer, ds: Dataset, pixels: PixelElement, fp: BinaryIO, plan: CleaningPlan) -> None:
+    """Write the pixel data element of the cleaned frames to ``writer``, decoding one frame at a time.
+
+    ``ds`` is the source header (its image attributes as they were read). Memory: one frame.
+    Raises DeidentificationRefusedError if a frame cannot be decoded (the caller discards the output).
+    """
+    frames = int(ds.get("NumberOfFrames") or 1)
+    samples = int(ds.get("SamplesPerPixel") or 1)
+    frame_size = int(ds.Rows) * int(ds.Columns) * samples * plan.dtype.itemsize
+    length = frame_size * frames
+    header = struct.Struct("<HH2sHL" if plan.little_endian else ">HH2sHL")
+    tag = {"PixelData": 0x7FE00010, "FloatPixelData": 0x7FE00008, "DoubleFloatPixelData": 0x7FE00009}[
+        pixels.keyword
+    ]
+    vr = _pixel_vr(pixels.keyword, None, bits=plan.dtype.itemsize * 8)
+    writer.write(header.pack(tag >> 16, tag & 0xFFFF, vr.encode(), 0, length + length % 2))
+    written = 0
+    try:
+        for frame, _ in iter_frames(ds, pixels, fp, as_rgb=plan.as_rgb):
+            data = _frame_bytes(blank_frame(frame, plan.boxes), plan)
+            if len(data) != frame_size or written == frames:
+                raise DeidentificationRefusedError(
+                    "the decoded pixel data does not match its image attributes"
+                )
+            writer.write(data)
+            written += 1
+    except RenderError as error:
+        raise DeidentificationRefusedError(
+            f"the pixel data cannot be decoded to clean it ({error.detail})"
+        ) from None
+    if written != frames:
+        raise DeidentificationRefusedError("the pixel data holds fewer frames than Number of Frames says")
+    if length % 2:
+        writer.write(b"\x00")
+
+
+def apply_plan_to_header(ds: Dataset, plan: CleaningPlan) -> None:
+    """The attributes that native pixel data written from ``plan`` implies, set on ``ds``.
 
     Explicit VR Little Endian, except that a big endian source stays Explicit VR Big Endian: its other
     binary values (LUTs, overlays) are in that byte order, and pydicom does not swap them.
     """
-    little_endian = source_syntax.is_little_endian
-    bits_allocated = int(ds.BitsAllocated)
-    if bits_allocated == 1:
-        data = pack_bits(array)
-    else:
-        ordered = array.astype(array.dtype.newbyteorder("<" if little_endian else ">"), copy=False)
-        data = ordered.tobytes()
-        if ordered.dtype.itemsize * 8 != bits_allocated:
-            ds.BitsAllocated = ordered.dtype.itemsize * 8
-    if len(data) % 2:
-        data += b"\x00"
+    bits = plan.dtype.itemsize * 8
+    if int(ds.BitsAllocated) != 1 and bits != int(ds.BitsAllocated):
+        ds.BitsAllocated = bits
     for extended in ("ExtendedOffsetTable", "ExtendedOffsetTableLengths"):
         if extended in ds:
             del ds[extended]
-    setattr(ds, keyword, data)
-    if keyword == "PixelData":
-        ds["PixelData"].VR = "OW" if int(ds.BitsAllocated) > 8 else "OB"
-    ds["PixelData" if keyword == "PixelData" else keyword].is_undefined_length = False
-    ds.PhotometricInterpretation = photometric
+    ds.PhotometricInterpretation = plan.photometric
     if int(ds.get("SamplesPerPixel") or 1) > 1:
         ds.PlanarConfiguration = 0
-    method = _LOSSY_METHODS.get(str(source_syntax))
+    method = _LOSSY_METHODS.get(str(plan.source_syntax))
     if method is not None:
         # The decoded values carry the loss; PS3.3 C.7.6.1.1.5: once lossy, always 01, with its history.
         ds.LossyImageCompression = "01"
         if "LossyImageCompressionMethod" not in ds:
             ds.LossyImageCompressionMethod = method
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian if little_endian else ExplicitVRBigEndian
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian if plan.little_endian else ExplicitVRBigEndian
+
+
+def _frame_bytes(frame: np.ndarray, plan: CleaningPlan) -> bytes:
+    order = "<" if plan.little_endian else ">"
+    return np.ascontiguousarray(frame, dtype=frame.dtype.newbyteorder(order)).tobytes()
+
+
+def _pixel_vr(keyword: str, ds: Dataset | None, *, bits: int | None = None) -> str:
+    if keyword == "FloatPixelData":
+        return "OF"
+    if keyword == "DoubleFloatPixelData":
+        return "OD"
+    bits = bits if bits is not None else int(ds.BitsAllocated)
+    return "OW" if bits > 8 else "OB"

@@ -236,3 +236,46 @@ def test_a_200_mb_file_is_deidentified_in_a_few_mb_of_memory(tmp_path, options):
     assert header.PatientIdentityRemoved == ("NO" if options.accept_burned_in_annotation else "YES")
     if not options.accept_burned_in_annotation:
         assert report.pixel_text["scanned_frames"] == [1, 51, 100]
+
+
+def test_clean_pixel_data_on_a_200_mb_file_decodes_and_writes_one_frame_at_a_time(tmp_path, monkeypatch):
+    from dicom.services import pixel_text
+
+    frames, rows, columns = 100, 1024, 1024
+    frame_bytes = rows * columns * 2
+    ds = make_dataset()
+    del ds.PixelData
+    ds.Rows, ds.Columns, ds.NumberOfFrames = rows, columns, frames
+    source = tmp_path / "big.dcm"
+    ds.save_as(source, enforce_file_format=True)
+    with open(source, "ab") as fh:
+        fh.write(struct.pack("<HH2sHL", 0x7FE0, 0x0010, b"OW", 0, frame_bytes * frames))
+        for index in range(frames):
+            fh.write(bytes([index, 1]) * (frame_bytes // 2))
+    # A device region forces cleaning: decode, blank and rewrite of every frame.
+    region = pixel_text.TextRegion(0, 0, 0, 64, 16, origin="device")
+    monkeypatch.setattr(pixel_text, "device_regions_for", lambda ds, number_of_frames: (region,))
+    destination = tmp_path / "out.dcm"
+
+    tracemalloc.start()
+    try:
+        _, report = deidentify_file(source, destination, options=DeidOptions(clean_pixel_data=True), key=KEY)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    # One frame at a time, plus the OCR's working memory for the rescan of three 1024 x 1024 frames
+    # (about 60 MiB, whatever the file's size); the whole file in memory would be 400 MiB and more.
+    assert peak < 100 * MB, f"peak {peak / MB:.1f} MiB"
+    assert report.pixel_text["cleaned"] and report.pixel_text["device_regions"] == [[0, 0, 64, 16]]
+    with open(destination, "rb") as fh:
+        header = pydicom.dcmread(fh, stop_before_pixels=True)
+        start = fh.tell() + 12
+        for index in (0, 57, 99):
+            fh.seek(start + index * frame_bytes)
+            frame = fh.read(frame_bytes)
+            value = bytes([index, 1])
+            # Rows 0-19 (16 and the margin of 4) from column 0 to 67 hold the frame's background,
+            # which is the frame's one value: the file's bytes are unchanged everywhere.
+            assert frame == value * (frame_bytes // 2)
+    assert header.BurnedInAnnotation == "NO" and header.NumberOfFrames == frames
