@@ -36,7 +36,7 @@ from .options import DeidOptions
 # Blank, rescan, blank what the rescan found: at most this many times before the file is refused.
 CLEANING_ROUNDS = 3
 # Listed in a refusal; the rest are counted.
-_DESCRIBED_REGIONS = 5
+_DESCRIBED_REGIONS = 3
 # Transfer syntaxes whose compression loses information: (Lossy Image Compression Method, defined terms).
 _LOSSY_METHODS = {
     "1.2.840.10008.1.2.4.50": "ISO_10918_1",
@@ -142,9 +142,10 @@ def inspect(
     )
     if scan.regions and not options.clean_pixel_data:
         raise PixelTextRefusedError(
-            f"burned-in text was found in the pixel data: {describe_regions(scan.regions)}. Resend with "
-            "clean_pixel_data to blank it, or with accept_burned_in_annotation to keep the pixels as "
-            "they are (Patient Identity Removed is then NO)",
+            # How to proceed first: bulk items and audit rows keep 255 characters of it.
+            "burned-in text was found in the pixel data; resend with clean_pixel_data to blank it, or "
+            "with accept_burned_in_annotation to keep the pixels as they are (Patient Identity Removed "
+            f"is then NO). Text at {describe_regions(scan.regions)}",
             outcome,
         )
     if options.clean_pixel_data:

@@ -211,7 +211,8 @@ def test_a_job_refused_for_burned_in_text_keeps_where_it_was_found(api, tmp_path
 
     status = api.get(f"/api/dicom/status/{derived_id}").json()
     assert status["status"] == "failed"
-    assert "burned-in text was found in the pixel data: frame 3 at" in status["detail"]
+    assert "burned-in text was found in the pixel data; resend with clean_pixel_data" in status["detail"]
+    assert "Text at frame 3 at x=" in status["detail"]
     derived = DicomFile.objects.get(pk=derived_id)
     assert derived.deid_report["pixel_text"]["text_regions"][0][0] == 3
     assert derived.deid_report["pixel_text"]["scanned_frames"] == [1, 3, 5]

@@ -303,7 +303,8 @@ def test_burned_in_text_found_in_the_pixels_is_refused_with_where_and_nothing_le
     assert refused.status_code == 400
     detail = refused.json()["detail"]
     assert set(refused.json()) == {"detail"}
-    assert "burned-in text was found in the pixel data: frame 1 at x=" in detail
+    assert "burned-in text was found in the pixel data; resend with clean_pixel_data" in detail
+    assert "Text at frame 1 at x=" in detail
     assert "clean_pixel_data" in detail and "DOE" not in detail and "4471823" not in detail
     assert DicomFile.objects.count() == 0
     assert not [p for p in storage_root.rglob("*") if p.is_file()]

@@ -202,7 +202,8 @@ def test_burned_in_text_is_refused_in_bulk_unless_cleaned(dicom_tree, tmp_path):
     out = bulk("--from-dir", str(tree), "--output-dir", str(tmp_path / "out"))
     assert "2 done" in out and "1 refused" in out
     item = BulkItem.objects.get(status=BulkItem.Status.REFUSED)
-    assert item.detail.startswith("burned-in text was found in the pixel data: frame 1 at")
+    assert item.detail.startswith("burned-in text was found in the pixel data; resend with clean_pixel_data")
+    assert "accept_burned_in_annotation" in item.detail and "Text at frame 1 at x=" in item.detail
     cleaned = bulk("--from-dir", str(tree), "--output-dir", str(tmp_path / "clean"), "--clean-pixel-data")
     assert "3 done" in cleaned and "0 refused" in cleaned
 
