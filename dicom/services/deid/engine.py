@@ -39,9 +39,10 @@ from .attributes import (
     remove_identifiers,
 )
 from .fingerprint import Fingerprint, collect_identifiers
+from .iod import Requirements, requirements_for
 from .keyed import date_shift_days, keyed_uid, pseudonym_id, pseudonym_name
 from .options import BASIC_PROFILE_CODE, OPTION_CODES, DeidOptions
-from .rules import CLEAN, DUMMY, KEEP, REMOVE, SHIFT, UID, ZERO, RuleSet, ruleset_for
+from .rules import CLEAN, COMBINED, DUMMY, KEEP, REMOVE, SHIFT, UID, ZERO, RuleSet, ruleset_for
 from .verify import verify_deidentified
 
 logger = logging.getLogger(__name__)
@@ -183,9 +184,20 @@ def shift_date_value(value: str, vr: str, days: int) -> str:
 class _Engine:
     """One de-identification of one dataset: the walk and its counters."""
 
-    def __init__(self, *, rules: RuleSet, options: DeidOptions, key: bytes, fingerprint: Fingerprint):
+    def __init__(
+        self,
+        *,
+        rules: RuleSet,
+        options: DeidOptions,
+        key: bytes,
+        fingerprint: Fingerprint,
+        requirements: Requirements,
+    ):
         self.rules = rules
         self.exact = rules.exact
+        self.requirements = requirements
+        # The tags of the sequences that lead to the dataset being walked (empty at the top level).
+        self.path: list[int] = []
         self.options = options
         self.key = key
         self.identifiers = fingerprint.identifying_strings(rules)
@@ -237,7 +249,7 @@ class _Engine:
         if tag in (PATIENT_ID, PATIENT_NAME):
             self._pseudonym(ds, tag, vr)
         elif vr == "SQ":
-            ds[tag] = new_element(tag, "SQ", Sequence([Dataset()]))
+            self._dummy_sequence(ds, tag)
         elif vr == "UI":
             strings = element_strings(ds, tag, vr)
             value = [self.new_uid(uid) for uid in strings] if strings else keyed_uid(self.key, "dummy")
@@ -246,6 +258,39 @@ class _Engine:
             ds[tag] = new_element(tag, vr, DUMMY_VALUES[vr])
         else:
             ds[tag] = new_element(tag, vr if vr != "OB or OW" else "OB", BINARY_DUMMY)
+
+    def _dummy_sequence(self, ds: Dataset, tag: int) -> None:
+        """D on a sequence: it must stay, with items its IOD accepts.
+
+        Where the IOD table says what an item holds, each original item keeps its Type 1 contents as
+        dummies (UIDs replaced by their keyed UIDs, sequences reduced the same way), its Type 2
+        contents emptied, and loses everything else. Otherwise one empty item.
+        """
+        path = (*self.path, tag)
+        items = ds[tag].value or ()
+        if not items or not self.requirements.has_contents(path):
+            ds[tag] = new_element(tag, "SQ", Sequence([Dataset()]))
+            return
+        for item in items:
+            self._reduce_item(item, path)
+
+    def _reduce_item(self, item: Dataset, path: tuple[int, ...]) -> None:
+        for tag in list(item.keys()):
+            kind = self.requirements.type_of(path, tag) if not (tag >> 16) & 1 else None
+            if kind not in ("1", "1C", "2", "2C"):
+                del item[tag]
+                continue
+            vr = element_vr(item.get_item(tag))
+            if vr == "SQ":
+                if kind in ("2", "2C"):
+                    item[tag] = new_element(tag, "SQ", Sequence())
+                else:
+                    for sub in item[tag].value or ():
+                        self._reduce_item(sub, (*path, tag))
+            elif kind in ("1", "1C"):
+                self._dummy(item, tag, vr)
+            else:
+                self._zero(item, tag, vr)
 
     def _pseudonym(self, ds: Dataset, tag: int, vr: str) -> None:
         strings = element_strings(ds, tag, vr)
@@ -287,6 +332,9 @@ class _Engine:
             action = exact.get(tag)
             if action is None and 0x5000 <= group <= 0x60FF:
                 action = self.rules.action_for(tag)
+            elif action == COMBINED:
+                basic, required = self.rules.combined[tag]
+                action = self.requirements.resolve(basic, required, tuple(self.path), tag)
             if action is None or action == KEEP:
                 self._keep(ds, tag, action)
                 continue
@@ -350,8 +398,12 @@ class _Engine:
             self._shift_dates(ds, tag, vr)
 
     def _walk_items(self, ds: Dataset, tag: int) -> None:
-        for item in ds[tag].value or ():
-            self.walk(item)
+        self.path.append(tag)
+        try:
+            for item in ds[tag].value or ():
+                self.walk(item)
+        finally:
+            self.path.pop()
 
     def _private(self, ds: Dataset, private_tags: list[int]) -> None:
         kept_blocks: set[tuple[int, int]] = set()
@@ -446,7 +498,10 @@ def deidentify_dataset(
             pixel_policy.clean(ds, pixel_outcome)
     rules = ruleset_for(options)
     fingerprint = collect_identifiers(ds)
-    engine = _Engine(rules=rules, options=options, key=key, fingerprint=fingerprint)
+    requirements = requirements_for(ds)
+    engine = _Engine(
+        rules=rules, options=options, key=key, fingerprint=fingerprint, requirements=requirements
+    )
     engine.walk(ds)
 
     codes = _method_codes(options)
@@ -484,7 +539,7 @@ def deidentify_dataset(
     if file_meta is not None:
         _deidentify_file_meta(ds, file_meta, engine)
 
-    verify_deidentified(ds, fingerprint, options=options)
+    verify_deidentified(ds, fingerprint, options=options, requirements=requirements)
     return DeidReport(
         actions=dict(engine.actions),
         removed_private=engine.removed_private,

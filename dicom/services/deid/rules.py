@@ -13,9 +13,9 @@ Resolution of a row under a set of options:
 2. Otherwise, if any active option keeps the row (K), it is kept.
 3. Otherwise, if any active option cleans it (C), it is cleaned.
 4. Otherwise the Basic Profile action applies. A combined action (X/Z, X/D, Z/D, X/Z/D, X/Z/U*) means
-   "the first, unless the IOD requires the attribute". We carry no IOD module tables, so the table's
-   ``stdCompIOD`` column stands in: ``Y`` (a standard composite IOD uses the attribute) counts as
-   required and takes the last, non-removing action (Z, D or U*); ``N`` takes the first (X).
+   "the first, unless the IOD requires the attribute": it resolves to :data:`COMBINED`, and the engine
+   resolves it per instance and per place from the instance's IOD (:mod:`.iod`), with the row's basic
+   action and its ``stdCompIOD`` flag kept in :attr:`RuleSet.combined` for that.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ KEEP = "K"
 CLEAN = "C"
 UID = "U"
 SHIFT = "S"  # internal: the C of Retain Modified Dates; reported as C
+COMBINED = "?"  # internal: a combined action, resolved per instance from its IOD
 
 DATE_SHIFT_COLUMN = "rtnLongModifDatesOpt"
 
@@ -51,11 +52,9 @@ def resolve_action(basic: str, required: bool, row_options: dict[str, str], colu
         return KEEP
     if CLEAN in chosen:
         return CLEAN
-    parts = basic.split("/")
-    if len(parts) == 1:
-        return basic
-    last = parts[-1].rstrip("*")
-    return last if required else parts[0]
+    if "/" in basic:
+        return COMBINED
+    return basic
 
 
 @dataclass(frozen=True)
@@ -67,6 +66,8 @@ class RuleSet:
     patterns: tuple[tuple[int, int, str], ...]
     private_action: str
     safe_private: frozenset[tuple[int, str, int]]
+    # Tag -> (basic combined action, stdCompIOD) of the rows that resolve to COMBINED.
+    combined: dict[int, tuple[str, bool]]
 
     def action_for(self, tag: int) -> str | None:
         """The action for a public tag, or ``None`` when the table does not list it."""
@@ -105,6 +106,9 @@ def ruleset_for(options: DeidOptions) -> RuleSet:
         tag: resolve_action(basic, required, row_options, columns)
         for tag, basic, required, row_options in data["exact"]
     }
+    combined = {
+        tag: (basic, required) for tag, basic, required, _options in data["exact"] if exact[tag] == COMBINED
+    }
     patterns = tuple(
         (mask, value, resolve_action(basic, required, row_options, columns))
         for mask, value, basic, required, row_options, _pattern in data["patterns"]
@@ -117,4 +121,5 @@ def ruleset_for(options: DeidOptions) -> RuleSet:
         patterns=patterns,
         private_action=private_action,
         safe_private=load_safe_private() if options.retain_safe_private else frozenset(),
+        combined=combined,
     )

@@ -31,8 +31,9 @@ from .attributes import (
     is_instance_uid_tag,
 )
 from .fingerprint import Fingerprint
+from .iod import Requirements, requirements_for
 from .options import DeidOptions
-from .rules import DUMMY, REMOVE, ZERO, RuleSet, ruleset_for
+from .rules import COMBINED, DUMMY, REMOVE, ZERO, RuleSet, ruleset_for
 
 # Values the engine writes as dummies; an original that happened to equal one is not a leak.
 NOT_IDENTIFYING_VALUES = frozenset(
@@ -45,9 +46,13 @@ ENGINE_WRITTEN_TAGS = frozenset(
 
 
 class _Verifier:
-    def __init__(self, fingerprint: Fingerprint, options: DeidOptions, rules: RuleSet) -> None:
+    def __init__(
+        self, fingerprint: Fingerprint, options: DeidOptions, rules: RuleSet, requirements: Requirements
+    ) -> None:
         self.fingerprint = fingerprint
         self.rules = rules
+        self.requirements = requirements
+        self.path: list[int] = []
         self.identifiers = fingerprint.identifying_strings(rules)
         self.uids = frozenset() if options.retain_uids else fingerprint.replaced_uids(rules)
         self.retain_safe_private = options.retain_safe_private
@@ -64,6 +69,9 @@ class _Verifier:
             if top_level and tag in ENGINE_WRITTEN_TAGS:
                 continue
             action = self.rules.action_for(tag)
+            if action == COMBINED:
+                basic, required = self.rules.combined[tag]
+                action = self.requirements.resolve(basic, required, tuple(self.path), tag)
             if action == REMOVE:
                 self.fail(tag, "is present although the profile removes it")
             vr = element_vr(ds.get_item(tag))
@@ -71,8 +79,10 @@ class _Verifier:
                 items = ds[tag].value or ()
                 if action == ZERO and len(items):
                     self.fail(tag, "still has items although the profile empties it")
+                self.path.append(tag)
                 for item in items:
                     self.check(item, top_level=False)
+                self.path.pop()
                 continue
             self.check_value(ds, tag, vr, action)
         if private:
@@ -135,13 +145,20 @@ class _Verifier:
                 self.fail((group << 16) | block, "is a private creator without retained attributes")
 
 
-def verify_deidentified(ds: Dataset, fingerprint: Fingerprint, *, options: DeidOptions) -> None:
+def verify_deidentified(
+    ds: Dataset, fingerprint: Fingerprint, *, options: DeidOptions, requirements: Requirements | None = None
+) -> None:
     """Check de-identified ``ds`` (and its file meta) against the original's ``fingerprint``.
 
     Raises DeidentificationVerificationError naming the first offending attribute (tag and keyword
     only). Reads the dataset; changes nothing.
     """
-    verifier = _Verifier(fingerprint, options, ruleset_for(options))
+    verifier = _Verifier(
+        fingerprint,
+        options,
+        ruleset_for(options),
+        requirements if requirements is not None else requirements_for(ds),
+    )
     verifier.check(ds, top_level=True)
     file_meta = getattr(ds, "file_meta", None)
     if file_meta is not None and verifier.uids:

@@ -71,3 +71,14 @@ def code_item(value: str, meaning: str) -> Dataset:
     item.CodingSchemeDesignator = "DCM"
     item.CodeMeaning = meaning
     return item
+
+
+# A SOP class the IOD table does not know: combined actions then fall back to the table's stdCompIOD
+# column (required: the last, non-removing branch). Tests of the generic D, Z and U mechanics use it.
+UNKNOWN_SOP_CLASS = "1.2.826.0.1.3680043.8.498.99999"
+
+
+def with_unknown_iod(ds):
+    ds.SOPClassUID = UNKNOWN_SOP_CLASS
+    ds.file_meta.MediaStorageSOPClassUID = UNKNOWN_SOP_CLASS
+    return ds

@@ -12,7 +12,7 @@ from dicom.services.deid.engine import DUMMY_VALUES
 from dicom.services.deid.keyed import keyed_uid, pseudonym_id, pseudonym_name
 from dicom.services.errors import DeidentificationRefusedError
 
-from .datasets import KEY, OTHER_KEY, code_item, make_dataset
+from .datasets import KEY, OTHER_KEY, code_item, make_dataset, with_unknown_iod
 
 BASIC = DeidOptions()
 
@@ -74,7 +74,7 @@ D_BY_VR = {
 @pytest.mark.parametrize("vr", sorted(D_BY_VR))
 def test_d_writes_a_dummy_valid_for_the_vr(vr):
     tag, original = D_BY_VR[vr]
-    ds = make_dataset()
+    ds = with_unknown_iod(make_dataset())
     ds.add_new(tag, vr, original)
     deidentify_dataset(ds, options=BASIC, key=KEY)
     assert vr == ds[tag].VR
@@ -83,7 +83,7 @@ def test_d_writes_a_dummy_valid_for_the_vr(vr):
 
 
 def test_d_on_binary_and_sequence():
-    ds = make_dataset()
+    ds = with_unknown_iod(make_dataset())
     ds.add_new(0x00340002, "OB", b"secret-flow-id")  # Flow Identifier
     ds.add_new(0x00081072, "SQ", Sequence([code_item("X1", "Operator badge")]))  # Operator Identification
     deidentify_dataset(ds, options=BASIC, key=KEY)
@@ -93,7 +93,7 @@ def test_d_on_binary_and_sequence():
 
 
 def test_k_keeps_and_deidentifies_inside():
-    ds = make_dataset()
+    ds = with_unknown_iod(make_dataset())
     item = code_item("SEH", "Saint Elsewhere")
     item.OperatorsName = "Quinn^Harley"  # D inside a kept sequence
     item.add_new(0x00091010, "LO", "private inside a kept sequence")
@@ -161,7 +161,7 @@ def test_a_person_name_not_in_the_table_is_replaced_not_kept():
 
 
 def test_rules_apply_three_levels_deep():
-    ds = make_dataset()
+    ds = with_unknown_iod(make_dataset())
     referenced = generate_uid()
     level3 = code_item("121311", "Localizer")
     level3.PatientName = "Doe^Jane"
@@ -256,7 +256,9 @@ def test_overlay_and_curve_groups():
 
 def test_references_between_instances_remapped_consistently():
     first = make_dataset()
-    second = make_dataset(study_uid=first.StudyInstanceUID, series_uid=first.SeriesInstanceUID)
+    second = with_unknown_iod(
+        make_dataset(study_uid=first.StudyInstanceUID, series_uid=first.SeriesInstanceUID)
+    )
     reference = Dataset()
     reference.ReferencedSOPClassUID = CTImageStorage
     reference.ReferencedSOPInstanceUID = first.SOPInstanceUID

@@ -73,8 +73,11 @@ def test_catches_a_removed_attribute():
 
 def test_catches_an_original_value_in_a_z_or_d_attribute():
     ds, fingerprint = deidentified_with_fingerprint()
-    ds.StationName = "CTSTATION7"
-    assert "(0008,1010) StationName still holds its original value" in refusal(ds, fingerprint)
+    ds.PatientID = fingerprint.patient_id  # Z/D: the original must not survive
+    assert "(0010,0020) PatientID still holds its original value" in refusal(ds, fingerprint)
+    ds, fingerprint = deidentified_with_fingerprint()
+    ds.StationName = "CTSTATION7"  # X/Z/D, Type 3 in a CT image: removed, so present is a failure
+    assert "(0008,1010) StationName is present although the profile removes it" in refusal(ds, fingerprint)
 
 
 def test_catches_an_original_uid_anywhere_including_file_meta():
@@ -82,8 +85,8 @@ def test_catches_an_original_uid_anywhere_including_file_meta():
     original_sop = next(uid for uid in fingerprint.uids if uid != ds.SOPInstanceUID)
     reference = Dataset()
     reference.ReferencedSOPInstanceUID = original_sop
-    ds.AnatomicRegionSequence = Sequence([Dataset()])
-    ds.AnatomicRegionSequence[0].ReferencedImageSequence = Sequence([reference])
+    ds.DerivationCodeSequence = Sequence([Dataset()])
+    ds.DerivationCodeSequence[0].ReferencedSOPSequence = Sequence([reference])
     assert "(0008,1155) ReferencedSOPInstanceUID still holds an original UID" in refusal(ds, fingerprint)
 
     ds, fingerprint = deidentified_with_fingerprint()
