@@ -6,7 +6,7 @@ from the DICOM standard by the highdicom project, 0.28.2) and the generated Tabl
 writes ``dicom/services/deid/iod_types.json`` with, per IOD, its modules and their usage, and per
 module the Type of:
 
-- every attribute with a combined action in Table E.1-1, at the top level or nested (paths of tags);
+- every attribute of Table E.1-1, at the top level or nested (paths of tags);
 - every attribute nested in a sequence whose action keeps the sequence (D, or a combined action with
   D): what a well-formed item of it must hold;
 - the top-level tags of each module, so that the engine can tell whether a conditional or
@@ -48,7 +48,9 @@ def generate(standard_dir: Path, output: Path) -> Path:
     iods = json.loads((iod_dir / "iod_module_map.json").read_text(encoding="utf-8"))
     modules = json.loads((iod_dir / "module_attribute_map.json").read_text(encoding="utf-8"))
     rules = json.loads(RULES_FILE.read_text(encoding="utf-8"))
-    combined = {tag for tag, basic, _required, _options in rules["exact"] if "/" in basic}
+    # Every attribute of Table E.1-1 (not only the combined rows): an X on an attribute the IOD
+    # requires at that place takes its Z or D instead (see dicom/services/deid/iod.py).
+    combined = {tag for tag, _basic, _required, _options in rules["exact"]}
     kept_sequences = {
         tag
         for tag, basic, _required, _options in rules["exact"]
@@ -79,7 +81,8 @@ def generate(standard_dir: Path, output: Path) -> Path:
         f"{rules['edition']}) and the contents of the sequences those actions keep",
         "sop_classes": dict(sorted(sop_classes.items())),
         "iods": {
-            iod: [[module["key"], module["usage"]] for module in entries] for iod, entries in sorted(iods.items())
+            iod: [[module["key"], module["usage"]] for module in entries]
+            for iod, entries in sorted(iods.items())
         },
         "modules": module_table,
     }

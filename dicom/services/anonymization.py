@@ -20,7 +20,7 @@ from dicom.models import DicomFile
 from dicom.services import storage
 from dicom.services.deid import DeidOptions, deidentify_file
 from dicom.services.errors import DicomServiceError, FileNotReadyError
-from dicom.services.ingest import apply_header
+from dicom.services.ingest import apply_header, validate_staged
 from dicom.services.keys import deid_key
 from dicom.services.metadata import extract_metadata
 
@@ -108,6 +108,9 @@ def _produce(dicom_file: DicomFile, key: str) -> None:
         if staged_source is not None:
             with storage.open_stored(source.storage_key) as stored, open(staged_source, "wb") as copy:
                 shutil.copyfileobj(stored, copy, 1024 * 1024)
+        # The same validating walk as an upload: what the upload would refuse (a file cut short, an
+        # odd length, a bad delimiter) is refused here too, whatever put it in storage.
+        validate_staged(local_source or staged_source)
         dataset, report = deidentify_file(
             local_source or staged_source, produced, options=options, key=deid_key()
         )

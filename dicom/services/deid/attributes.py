@@ -19,6 +19,10 @@ from pydicom.multival import MultiValue
 # Value representations whose values are free or coded text a person could type a name into.
 TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "PN", "UC"})
 STRING_VRS = TEXT_VRS | frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "TM", "UI", "UR"})
+# Coded values (Code Value, Coding Scheme Designator and Version, Long and URN Code Value, Mapping
+# Resource): vocabulary, not free text. Cleaning is for free text: these are never cleaned, so a
+# designator such as TEST survives a patient called Test.
+CODE_VALUE_TAGS = frozenset({0x00080100, 0x00080102, 0x00080103, 0x00080105, 0x00080119, 0x00080120})
 BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN", "OB or OW", "US or OW", "US or SS or OW"})
 DATE_VRS = frozenset({"DA", "DT"})
 

@@ -27,6 +27,7 @@ from dicom.services.rendering import PixelElement, pixel_element_at, pixel_eleme
 from . import pixels as pixel_policy
 from . import streaming
 from .attributes import (
+    CODE_VALUE_TAGS,
     DATE_VRS,
     STRING_VRS,
     TEXT_VRS,
@@ -104,6 +105,25 @@ DUMMY_VALUES: dict[str, object] = {
     "UV": 0,
 }
 BINARY_DUMMY = b"\x00\x00"
+# Values a reduced item keeps where they are Type 1: coded strings and numbers (a frame number, a
+# Value Type) carry no patient data, and a dummy would not be a value the IOD allows.
+KEPT_IN_REDUCED_ITEMS = frozenset({"CS", "IS", "DS", "US", "UL", "SS", "SL", "UV", "SV", "FL", "FD", "AT"})
+# Keys each directory record of a DICOMDIR must hold (PS3.3 F.5.1-F.5.3 and F.5.18): Type 1 filled
+# with a dummy (the de-identified files may hold them empty, as Type 2), Type 2 present, maybe empty.
+DIRECTORY_RECORD_SEQUENCE = Tag(0x0004, 0x1220)
+DIRECTORY_RECORD_TYPE = Tag(0x0004, 0x1430)
+DIRECTORY_RECORD_KEYS: dict[str, tuple[tuple[int, str, str], ...]] = {
+    "PATIENT": ((0x00100010, "PN", "2"), (0x00100020, "LO", "1")),
+    "STUDY": (
+        (0x00080020, "DA", "1"),
+        (0x00080030, "TM", "1"),
+        (0x00080050, "SH", "2"),
+        (0x00081030, "LO", "2"),
+        (0x00200010, "SH", "1"),
+    ),
+    "SERIES": ((0x00080060, "CS", "1"), (0x00200011, "IS", "1")),
+    "IMAGE": ((0x00200013, "IS", "1"),),
+}
 # Deflated Explicit VR LE and the two JPIP "Referenced Deflate" syntaxes: the whole dataset is one
 # zlib stream, so there is no pixel data at a file offset to copy.
 DEFLATED_SYNTAXES = frozenset({"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.95", "1.2.840.10008.1.2.4.205"})
@@ -237,7 +257,12 @@ class _Engine:
         if find_identifier(text, self.identifiers) is None:
             return False
         cleaned = remove_identifiers(text, self.identifiers).strip()
-        ds[tag] = new_element(tag, vr, cleaned)
+        if cleaned:
+            ds[tag] = new_element(tag, vr, cleaned)
+        else:
+            # Nothing but identifying text: the VR's dummy, since an empty value may be invalid where
+            # the attribute is required (an SR's Text Value).
+            self._dummy(ds, tag, vr)
         return True
 
     def _shift_dates(self, ds: Dataset, tag: int, vr: str) -> None:
@@ -288,7 +313,10 @@ class _Engine:
                     for sub in item[tag].value or ():
                         self._reduce_item(sub, (*path, tag))
             elif kind in ("1", "1C"):
-                self._dummy(item, tag, vr)
+                if vr not in KEPT_IN_REDUCED_ITEMS and tag not in CODE_VALUE_TAGS:
+                    # Coded values stay: a dummy is no member of the value set the IOD defines
+                    # (Value Type ANONYMIZED), and they are vocabulary, not patient data.
+                    self._dummy(item, tag, vr)
             else:
                 self._zero(item, tag, vr)
 
@@ -320,6 +348,7 @@ class _Engine:
         """Apply the resolved rules to every element of ``ds`` and, recursively, of its items."""
         exact = self.exact
         private_tags = []
+        overlay_groups: set[int] = set()
         for tag in list(ds.keys()):
             group = tag >> 16
             if group & 1:
@@ -335,12 +364,16 @@ class _Engine:
             elif action == COMBINED:
                 basic, required = self.rules.combined[tag]
                 action = self.requirements.resolve(basic, required, tuple(self.path), tag)
+            if action == REMOVE:
+                action = self.requirements.removal(tuple(self.path), tag)
             if action is None or action == KEEP:
                 self._keep(ds, tag, action)
                 continue
             self.actions[CLEAN if action == SHIFT else action] += 1
             if action == REMOVE:
                 del ds[tag]
+                if 0x6000 <= group <= 0x60FF and not group & 1 and tag & 0xFFFF == 0x3000:
+                    overlay_groups.add(group)
                 continue
             vr = element_vr(ds.get_item(tag))
             if action == ZERO:
@@ -372,6 +405,12 @@ class _Engine:
                     self._shift_dates(ds, tag, vr)
                 elif vr in STRING_VRS and vr != "UI":
                     self._clean_text(ds, tag, vr)
+        if overlay_groups:
+            # Overlay Data removed: the rest of its Overlay Plane (rows, columns, type, origin...)
+            # would be an invalid module without it. The whole group goes.
+            for tag in [tag for tag in list(ds.keys()) if tag >> 16 in overlay_groups]:
+                del ds[tag]
+                self.actions[REMOVE] += 1
         if private_tags:
             self._private(ds, private_tags)
 
@@ -388,7 +427,7 @@ class _Engine:
             # (e.g. Secondary Reviewer Name, or a name after the pixel data): replaced, not cleaned.
             self.actions[DUMMY] += 1
             self._dummy(ds, tag, vr)
-        elif vr in TEXT_VRS:
+        elif vr in TEXT_VRS and tag not in CODE_VALUE_TAGS:
             if self._clean_text(ds, tag, vr):
                 self.actions[CLEAN] += 1
         elif vr == "UI":
@@ -504,6 +543,8 @@ def deidentify_dataset(
     )
     engine.walk(ds)
 
+    _complete_directory_records(ds, engine)
+
     codes = _method_codes(options)
     # PS3.3 C.12.1.1.7.1: YES only when identity is removed from the attributes *and* the pixel data,
     # which accept_burned_in_annotation leaves as they are.
@@ -554,6 +595,22 @@ def deidentify_dataset(
         new_sop_instance_uid=_uid_of(ds, SOP_INSTANCE_UID),
         pixel_text=pixel_outcome.to_dict() if pixel_outcome.has_pixel_data else None,
     )
+
+
+def _complete_directory_records(ds: Dataset, engine: _Engine) -> None:
+    """Give every directory record of a DICOMDIR the keys its record type requires, after the walk."""
+    if DIRECTORY_RECORD_SEQUENCE not in ds:
+        return
+    for record in ds[DIRECTORY_RECORD_SEQUENCE].value or ():
+        strings = (
+            element_strings(record, DIRECTORY_RECORD_TYPE, "CS") if DIRECTORY_RECORD_TYPE in record else []
+        )
+        for tag, vr, kind in DIRECTORY_RECORD_KEYS.get(strings[0].upper() if strings else "", ()):
+            present = tag in record and element_strings(record, tag, vr)
+            if kind == "1" and not present:
+                engine._dummy(record, tag, vr)
+            elif kind == "2" and tag not in record:
+                record[tag] = new_element(tag, vr, "")
 
 
 def _uid_of(ds: Dataset, tag: int) -> str | None:

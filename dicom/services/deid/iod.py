@@ -12,8 +12,10 @@ tables of the DICOM standard (as the highdicom project extracted them). For one 
 
 A combined action (PS3.15 E.1.1: "the first, unless the IOD requires the attribute") then resolves as
 Type 1 or 1C: the D branch (U for X/Z/U*; Z where the row offers no D); Type 2 or 2C: the Z branch
-(D for X/D); Type 3 or not in the IOD: the first action. An instance whose SOP class the table does not
-know falls back to the table's stdCompIOD column (the attribute counts as required).
+(D for X/D; U for X/Z/U*, so references stay consistent); Type 3 or not in the IOD: the first action. An instance whose SOP class the table does not
+know falls back to the table's stdCompIOD column (the attribute counts as required). A plain X on an
+attribute the IOD requires at its place becomes Z (Type 2, 2C) or D (Type 1, 1C): the value goes
+either way, and the object stays valid.
 """
 
 from __future__ import annotations
@@ -78,6 +80,19 @@ class Requirements:
         """Whether the table says what an item of the sequence at ``path`` (its tags) must hold."""
         return path in self._prefixes
 
+    def removal(self, path: tuple[int, ...], tag: int) -> str:
+        """What an X becomes here: X, or Z (Type 2, 2C) or D (Type 1, 1C) where the IOD requires it.
+
+        Removing an attribute the instance's IOD requires would make the object invalid; an empty
+        value or a dummy removes the information as well.
+        """
+        kind = self.type_of(path, tag) if self.known else None
+        if kind in REQUIRED:
+            return "D"
+        if kind in EMPTY_ALLOWED:
+            return "Z"
+        return "X"
+
     def resolve(self, basic: str, required_fallback: bool, path: tuple[int, ...], tag: int) -> str:
         """The single action of a combined ``basic`` action (X/Z, X/D, Z/D, X/Z/D, X/Z/U*) here."""
         parts = [part.rstrip("*") for part in basic.split("/")]
@@ -89,7 +104,10 @@ class Requirements:
                 if branch in parts:
                     return branch
         if kind in EMPTY_ALLOWED:
-            for branch in ("Z", "D"):
+            # X/Z/U*: a Type 2 reference keeps its items, UIDs replaced, rather than none: what the
+            # instance references stays consistent with what it lists elsewhere (Common Instance
+            # Reference), and a keyed UID identifies no one.
+            for branch in ("U", "Z", "D"):
                 if branch in parts:
                     return branch
         return parts[0]

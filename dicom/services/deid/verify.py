@@ -23,6 +23,7 @@ from pydicom.tag import Tag
 from dicom.services.errors import DeidentificationVerificationError
 
 from .attributes import (
+    CODE_VALUE_TAGS,
     TEXT_VRS,
     describe,
     element_strings,
@@ -73,6 +74,10 @@ class _Verifier:
                 basic, required = self.rules.combined[tag]
                 action = self.requirements.resolve(basic, required, tuple(self.path), tag)
             if action == REMOVE:
+                action = self.requirements.removal(tuple(self.path), tag)
+            if action == REMOVE and not _is_empty(ds, tag):
+                # Present but empty carries nothing: where something requires the attribute (a
+                # DICOMDIR record's Type 2 key) the engine leaves it so.
                 self.fail(tag, "is present although the profile removes it")
             vr = element_vr(ds.get_item(tag))
             if vr == "SQ":
@@ -106,7 +111,7 @@ class _Verifier:
                     if value in originals and value not in NOT_IDENTIFYING_VALUES:
                         self.fail(tag, "still holds its original value")
             return
-        if vr in TEXT_VRS and self.identifiers:
+        if vr in TEXT_VRS and self.identifiers and tag not in CODE_VALUE_TAGS:
             strings = element_strings(ds, tag, vr)
             if strings and find_identifier("\\".join(strings), self.identifiers) is not None:
                 self.fail(tag, "contains an identifying value of the original")
@@ -143,6 +148,15 @@ class _Verifier:
         for group, block in creators:
             if (group, block) not in used_blocks:
                 self.fail((group << 16) | block, "is a private creator without retained attributes")
+
+
+def _is_empty(ds: Dataset, tag: int) -> bool:
+    """An empty value (not a sequence: an empty one still says the profile kept the attribute)."""
+    element = ds[tag]
+    if element.VR == "SQ":
+        return False
+    value = element.value
+    return value is None or (isinstance(value, str | bytes) and len(value) == 0)
 
 
 def verify_deidentified(
