@@ -10,7 +10,7 @@ endif
 PGDIR ?= /tmp/dicom-pgtest-$(PGPORT)
 PYTEST_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-SYSTEM_PACKAGES := postgresql dcmtk chromium chromium-driver
+SYSTEM_PACKAGES := postgresql dcmtk dicom3tools chromium chromium-driver
 
 .PHONY: run test lint format migrate superuser system-deps bench clean
 
@@ -30,11 +30,13 @@ $(VENV)/.dev: requirements.txt requirements-ocr.txt requirements-dev.txt | $(BIN
 	touch $@ $(VENV)/.runtime
 
 # Debian packages the suite needs: PostgreSQL (tests run on it), DCMTK (dcmdump checks our output
-# outside pydicom) and Chromium (browser tests of the admin). Installed only when missing.
+# outside pydicom), dicom3tools (dciodvfy, DICOM's object validator, checks that de-identified output
+# stays valid) and Chromium (browser tests of the admin). Installed only when missing.
 system-deps:
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v dcmdump >/dev/null 2>&1 || missing="$$missing dcmtk"; \
+	command -v dciodvfy >/dev/null 2>&1 || missing="$$missing dicom3tools"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	[ -x /usr/bin/chromedriver ] || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \

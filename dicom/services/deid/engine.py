@@ -58,6 +58,8 @@ SOP_INSTANCE_UID = Tag(0x0008, 0x0018)
 STUDY_INSTANCE_UID = Tag(0x0020, 0x000D)
 SERIES_INSTANCE_UID = Tag(0x0020, 0x000E)
 MEDIA_STORAGE_SOP_INSTANCE_UID = Tag(0x0002, 0x0003)
+MEDIA_STORAGE_SOP_CLASS_UID = Tag(0x0002, 0x0002)
+SOP_CLASS_UID = Tag(0x0008, 0x0016)
 IMPLEMENTATION_CLASS_UID = Tag(0x0002, 0x0012)
 IMPLEMENTATION_VERSION_NAME = Tag(0x0002, 0x0013)
 PATIENT_IDENTITY_REMOVED = Tag(0x0012, 0x0062)
@@ -629,6 +631,23 @@ def _deidentify_file_meta(ds: Dataset, file_meta: Dataset, engine: _Engine) -> N
         file_meta[MEDIA_STORAGE_SOP_INSTANCE_UID] = new_element(MEDIA_STORAGE_SOP_INSTANCE_UID, "UI", new_sop)
     elif MEDIA_STORAGE_SOP_INSTANCE_UID in file_meta and engine.remap_uids:
         engine._remap_uid_element(file_meta, MEDIA_STORAGE_SOP_INSTANCE_UID)
+    # A file meta without its SOP class or instance (as some writers leave it) is completed from the
+    # dataset, as pydicom does; a dataset without them cannot be written as a valid DICOM file.
+    sop_class = _uid_of(ds, SOP_CLASS_UID)
+    if not (MEDIA_STORAGE_SOP_CLASS_UID in file_meta and _uid_of(file_meta, MEDIA_STORAGE_SOP_CLASS_UID)):
+        if sop_class is None:
+            raise InvalidDicomError(
+                "the dataset has no SOP Class UID (0008,0016) and its file meta names none: it cannot "
+                "be written as a DICOM file"
+            )
+        file_meta[MEDIA_STORAGE_SOP_CLASS_UID] = new_element(MEDIA_STORAGE_SOP_CLASS_UID, "UI", sop_class)
+    if not (
+        MEDIA_STORAGE_SOP_INSTANCE_UID in file_meta and _uid_of(file_meta, MEDIA_STORAGE_SOP_INSTANCE_UID)
+    ):
+        raise InvalidDicomError(
+            "the dataset has no SOP Instance UID (0008,0018) and its file meta names none: it cannot "
+            "be written as a DICOM file"
+        )
     file_meta[IMPLEMENTATION_CLASS_UID] = new_element(
         IMPLEMENTATION_CLASS_UID, "UI", PROJECT_IMPLEMENTATION_CLASS_UID
     )
