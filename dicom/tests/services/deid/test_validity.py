@@ -169,3 +169,19 @@ def test_directory_records_keep_their_required_keys():
     kept = ds.DirectoryRecordSequence[0]
     assert kept.StudyDate == "19000101" and kept.StudyTime == "000000" and kept.StudyID == "ANONYMOUS"
     assert kept.StudyDescription == "" and kept.AccessionNumber == ""
+
+
+def test_spellings_of_one_patient_share_one_pseudonym():
+    from dicom.services.deid.keyed import pseudonym_id, pseudonym_name
+
+    names = ["DOE^JANE", "DOE^JANE^", "Doe^Jane", " doe ^ jane ^^", "DOE^JANE^^^="]
+    assert len({pseudonym_name(KEY, name) for name in names}) == 1
+    assert pseudonym_name(KEY, "DOE^JANE") != pseudonym_name(KEY, "DOE^JOHN")
+    assert len({pseudonym_id(KEY, value) for value in ("PAT-0001", " pat-0001 ", "PAT-0001  ")}) == 1
+    outputs = []
+    for name in ("DOE^JANE", "DOE^JANE^"):
+        ds = make_dataset()
+        ds.PatientName = name
+        deidentify_dataset(ds, options=DeidOptions(), key=KEY)
+        outputs.append(str(ds.PatientName))
+    assert outputs[0] == outputs[1]
