@@ -557,8 +557,14 @@ def deidentify_dataset(
     method = [f"DICOMSVC PS3.15-{rules.edition} Basic Profile", *(meaning for _, meaning in codes[1:])]
     if options.accept_burned_in_annotation:
         method.append("Burned-in annotation not removed")
-    ds[DEIDENTIFICATION_METHOD] = new_element(DEIDENTIFICATION_METHOD, "LO", method)
-    code_items = []
+    # PS3.3 C.12.1.1.7: a file de-identified before keeps the record of that step; ours is added.
+    earlier = element_strings(ds, DEIDENTIFICATION_METHOD, "LO") if DEIDENTIFICATION_METHOD in ds else []
+    ds[DEIDENTIFICATION_METHOD] = new_element(DEIDENTIFICATION_METHOD, "LO", [*earlier, *method])
+    code_items = (
+        list(ds[DEIDENTIFICATION_METHOD_CODE_SEQUENCE].value or ())
+        if (DEIDENTIFICATION_METHOD_CODE_SEQUENCE in ds)
+        else []
+    )
     for value, meaning in codes:
         item = Dataset()
         item[CODE_VALUE] = new_element(CODE_VALUE, "SH", value)

@@ -185,3 +185,18 @@ def test_spellings_of_one_patient_share_one_pseudonym():
         deidentify_dataset(ds, options=DeidOptions(), key=KEY)
         outputs.append(str(ds.PatientName))
     assert outputs[0] == outputs[1]
+
+
+def test_an_earlier_deidentification_is_kept_in_the_record():
+    ds = make_dataset()
+    ds.PatientIdentityRemoved = "YES"
+    ds.DeidentificationMethod = "OTHERTOOL 1.0"
+    ds.DeidentificationMethodCodeSequence = Sequence(
+        [code_item("113100", "Basic Application Confidentiality Profile")]
+    )
+    ds.DeidentificationMethodCodeSequence[0].CodingSchemeDesignator = "DCM"
+    deidentify_dataset(ds, options=DeidOptions(clean_descriptors=True), key=KEY)
+    assert ds.DeidentificationMethod[0] == "OTHERTOOL 1.0"
+    assert ds.DeidentificationMethod[1].startswith("DICOMSVC PS3.15-2024b")
+    codes = [item.CodeValue for item in ds.DeidentificationMethodCodeSequence]
+    assert codes == ["113100", "113100", "113105"]
