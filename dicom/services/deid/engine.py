@@ -167,17 +167,25 @@ class DeidReport:
 
 
 def _shift_date(value: str, days: int) -> str:
-    # A DICOM date YYYYMMDD (or a shorter DT prefix); "" when it cannot be read, so no original survives.
+    """Move a DICOM date YYYYMMDD (or a DT's YYYY or YYYYMM prefix) ``days`` back.
+
+    A partial value moves by whole units of its own precision, at least one, so it never stays as it
+    was: a year by round(days / 365.25) years, a month by round(days / 30.44) months. Intervals keep
+    as much as that precision can hold. "" when the value cannot be read, so no original survives.
+    """
     digits = value[:8]
     try:
         if len(digits) == 8:
             return (
                 dt.date(int(digits[:4]), int(digits[4:6]), int(digits[6:8])) - dt.timedelta(days)
             ).strftime("%Y%m%d")
-        if len(digits) in (4, 6) and digits.isdigit():
-            month = int(digits[4:6]) if len(digits) == 6 else 7
-            shifted = dt.date(int(digits[:4]), month, 15) - dt.timedelta(days)
-            return shifted.strftime("%Y%m%d")[: len(digits)]
+        if len(digits) == 4 and digits.isdigit():
+            return f"{int(digits) - max(1, round(days / 365.25)):04d}"
+        if len(digits) == 6 and digits.isdigit():
+            months = int(digits[:4]) * 12 + int(digits[4:6]) - 1 - max(1, round(days / 30.44))
+            if not 1 <= int(digits[4:6]) <= 12:
+                return ""
+            return f"{months // 12:04d}{months % 12 + 1:02d}"
     except ValueError:
         return ""
     return ""

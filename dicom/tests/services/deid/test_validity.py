@@ -200,3 +200,17 @@ def test_an_earlier_deidentification_is_kept_in_the_record():
     assert ds.DeidentificationMethod[1].startswith("DICOMSVC PS3.15-2024b")
     codes = [item.CodeValue for item in ds.DeidentificationMethodCodeSequence]
     assert codes == ["113100", "113100", "113105"]
+
+
+def test_every_shifted_date_differs_from_its_original_whatever_its_precision():
+    from dicom.services.deid.engine import shift_date_value
+
+    for days in (1, 10, 100, 200, 400, 3650):
+        assert shift_date_value("1947", "DT", days) != "1947"
+        assert shift_date_value("194703", "DT", days) != "194703"
+        assert shift_date_value("19470315", "DA", days) != "19470315"
+    assert shift_date_value("1947", "DT", 100) == "1946"  # at least one year
+    assert shift_date_value("1947", "DT", 800) == "1945"  # about two years
+    assert shift_date_value("194703", "DT", 100) == "194612"  # about three months
+    assert shift_date_value("194701", "DT", 10) == "194612"  # at least one month
+    assert shift_date_value("19470315", "DA", 14) == "19470301"
