@@ -41,6 +41,15 @@ OPTION_COLUMNS = (
     "cleanGraphOpt",
 )
 PRIVATE_ROW_TAG = "(GGGG,EEEE) WHERE GGGG IS ODD"
+# Identifying attributes the table does not list: retired (or trial) attributes whose current
+# counterpart it does. Each takes its counterpart's row. (tag, counterpart tag, name)
+ADDITIONS = (
+    (0x00401006, 0x00402016, "Placer Order Number / Procedure (retired)"),
+    (0x00401007, 0x00402017, "Filler Order Number / Procedure (retired)"),
+    (0x00402006, 0x00402016, "Placer Order Number / Imaging Service Request (Retired)"),
+    (0x00402007, 0x00402017, "Filler Order Number / Imaging Service Request (Retired)"),
+    (0x0040A313, 0x00080050, "Referenced Accession Sequence (Trial): as Accession Number, emptied"),
+)
 VALID_ACTIONS = {"D", "Z", "X", "K", "C", "U", "X/Z", "X/D", "Z/D", "X/Z/D", "X/Z/U*"}
 
 
@@ -81,6 +90,11 @@ def build_rules(rows: list[dict]) -> dict:
             patterns.append([mask, value, basic, required, options, row["tag"]])
     if private is None:
         raise ValueError("Table E.1-1 has no private attributes row")
+    by_tag = {row[0]: row for row in exact}
+    for tag, counterpart, _name in ADDITIONS:
+        if tag in by_tag:
+            raise ValueError(f"{tag:08X} is in Table E.1-1 now: drop it from ADDITIONS")
+        exact.append([tag, *by_tag[counterpart][1:]])
     exact.sort(key=lambda item: item[0])
     patterns.sort(key=lambda item: (item[1], item[0]))
     return {
@@ -91,6 +105,7 @@ def build_rules(rows: list[dict]) -> dict:
             "exact": ["tag", "basic", "stdCompIOD", "options"],
             "patterns": ["mask", "value", "basic", "stdCompIOD", "options", "pattern"],
         },
+        "additions": [[tag, counterpart, name] for tag, counterpart, name in ADDITIONS],
         "private": private,
         "exact": exact,
         "patterns": patterns,

@@ -214,3 +214,14 @@ def test_every_shifted_date_differs_from_its_original_whatever_its_precision():
     assert shift_date_value("194703", "DT", 100) == "194612"  # about three months
     assert shift_date_value("194701", "DT", 10) == "194612"  # at least one month
     assert shift_date_value("19470315", "DA", 14) == "19470301"
+
+
+def test_retired_identifying_attributes_are_treated_like_their_counterparts():
+    ds = make_dataset()
+    ds.add_new(0x00402006, "SH", "ORD-778899")  # Placer Order Number / Imaging Service Request (Retired)
+    ds.add_new(0x00402007, "SH", "FIL-445566")  # Filler Order Number / Imaging Service Request (Retired)
+    ds.add_new(0x00401006, "SH", "PROC-1")  # Placer Order Number / Procedure (retired)
+    ds.add_new(0x00401007, "SH", "PROC-2")  # Filler Order Number / Procedure (retired)
+    deidentify_dataset(ds, options=DeidOptions(), key=KEY)
+    for tag in (0x00402006, 0x00402007, 0x00401006, 0x00401007):
+        assert tag in ds and ds[tag].value in ("", None)
