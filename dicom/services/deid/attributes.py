@@ -243,3 +243,36 @@ def remove_identifiers(text: str, identifiers: tuple[str, ...]) -> str:
             return text
         text = _identifier_pattern(ident).sub("", text)
     return text if find_identifier(text, identifiers) is None else ""
+
+
+# Identifying strings shorter than this are not searched for in binary values.
+MIN_BINARY_IDENTIFIER = 4
+# Binary VRs whose values are searched for identifying text when the table does not list them.
+BINARY_VRS = frozenset({"OB", "OW", "UN", "OD", "OF", "OL", "OV", "OB or OW"})
+_UID_IN_TEXT = re.compile(r"(?<![0-9.])[0-2](?:\.(?:0|[1-9][0-9]*))+(?![0-9.])")
+
+
+def binary_holds_identifier(value: bytes, identifiers: tuple[str, ...]) -> bool:
+    """Whether ``value`` holds one of ``identifiers`` as ASCII or UTF-16 (either byte order), any case.
+
+    Case folding is on the bytes: ASCII letters in ASCII and UTF-16 alike.
+    """
+    if not value or not identifiers:
+        return False
+    lowered = bytes(value).lower()
+    for ident in identifiers:
+        if len(ident) < MIN_BINARY_IDENTIFIER:
+            continue  # a short string turns up in binary data by chance
+        for encoded in (
+            ident.encode("latin-1", "ignore"),
+            ident.encode("utf-16-le"),
+            ident.encode("utf-16-be"),
+        ):
+            if encoded in lowered:
+                return True
+    return False
+
+
+def uids_in_text(text: str) -> list[str]:
+    """The UIDs written inside a text value (dotted numbers of three or more components)."""
+    return [match for match in _UID_IN_TEXT.findall(text) if match.count(".") >= 2]

@@ -27,10 +27,12 @@ from dicom.services.rendering import PixelElement, pixel_element_at, pixel_eleme
 from . import pixels as pixel_policy
 from . import streaming
 from .attributes import (
+    BINARY_VRS,
     CODE_VALUE_TAGS,
     DATE_VRS,
     STRING_VRS,
     TEXT_VRS,
+    binary_holds_identifier,
     element_strings,
     element_vr,
     find_identifier,
@@ -38,6 +40,7 @@ from .attributes import (
     is_well_known_uid,
     new_element,
     remove_identifiers,
+    uids_in_text,
 )
 from .fingerprint import Fingerprint, collect_identifiers
 from .iod import Requirements, requirements_for
@@ -232,6 +235,7 @@ class _Engine:
         self.key = key
         self.identifiers = fingerprint.identifying_strings(rules)
         self.remap_uids = not options.retain_uids
+        self.replaced_uids = fingerprint.replaced_uids(rules) if self.remap_uids else frozenset()
         self.shift_days: int | None = None
         if options.retain_modified_dates:
             self.shift_days = date_shift_days(key, fingerprint.patient_key or "")
@@ -258,12 +262,21 @@ class _Engine:
 
     def _clean_text(self, ds: Dataset, tag: int, vr: str) -> bool:
         # Keep the text, minus every identifying string of this dataset. True if something was removed.
-        if not self.identifiers:
+        if not self.identifiers and not self.replaced_uids:
             return False
         strings = element_strings(ds, tag, vr)
         if not strings:
             return False
         text = "\\".join(strings)
+        if self.replaced_uids:
+            # An original UID quoted in text ("prior: 1.2.3...") is the keyed UID there as well.
+            originals = [uid for uid in uids_in_text(text) if uid in self.replaced_uids]
+            for uid in originals:
+                text = text.replace(uid, self.new_uid(uid))
+            if originals:
+                ds[tag] = new_element(tag, vr, text)
+                if find_identifier(text, self.identifiers) is None:
+                    return True
         if find_identifier(text, self.identifiers) is None:
             return False
         cleaned = remove_identifiers(text, self.identifiers).strip()
@@ -445,6 +458,16 @@ class _Engine:
                 self._remap_uid_element(ds, tag)
         elif vr in DATE_VRS and self.shift_days is not None:
             self._shift_dates(ds, tag, vr)
+        elif (
+            vr in BINARY_VRS
+            and action is None
+            and tag >> 16 != 0x7FE0
+            and binary_holds_identifier(ds[tag].value, self.identifiers)
+        ):
+            # An unlisted public binary value (an HPGL or other document, an icon's metadata) that
+            # holds an identifying value as text: removed, since bytes cannot be cleaned.
+            del ds[tag]
+            self.actions[REMOVE] += 1
 
     def _walk_items(self, ds: Dataset, tag: int) -> None:
         self.path.append(tag)

@@ -10,7 +10,9 @@ It walks the output on its own (no code shared with the engine's walk) and refus
   (unless Retain UIDs);
 - a private attribute is present that Retain Safe Private does not keep (or any, without that option);
 - an identifying string of the original (names and their components, IDs, dates, accession number,
-  addresses, institution, ...) occurs as a whole word in any text value (SH, LO, ST, LT, UT, PN, UC).
+  addresses, institution, ...) occurs as a whole word in any text value (SH, LO, ST, LT, UT, PN, UC),
+  or (four characters or more, ASCII or UTF-16) in an unlisted public binary value;
+- an original instance UID is quoted inside a text value.
 
 The error's detail names the attribute by tag and keyword, never by value.
 """
@@ -23,13 +25,16 @@ from pydicom.tag import Tag
 from dicom.services.errors import DeidentificationVerificationError
 
 from .attributes import (
+    BINARY_VRS,
     CODE_VALUE_TAGS,
     TEXT_VRS,
+    binary_holds_identifier,
     describe,
     element_strings,
     element_vr,
     find_identifier,
     is_instance_uid_tag,
+    uids_in_text,
 )
 from .fingerprint import Fingerprint
 from .iod import Requirements, requirements_for
@@ -111,6 +116,14 @@ class _Verifier:
                     if value in originals and value not in NOT_IDENTIFYING_VALUES:
                         self.fail(tag, "still holds its original value")
             return
+        if vr in BINARY_VRS and action is None and tag >> 16 != 0x7FE0:
+            if binary_holds_identifier(ds[tag].value, self.identifiers):
+                self.fail(tag, "holds an identifying value of the original in its binary value")
+            return
+        if vr in TEXT_VRS and self.uids and tag not in CODE_VALUE_TAGS:
+            strings = element_strings(ds, tag, vr)
+            if any(uid in self.uids for uid in uids_in_text("\\".join(strings))):
+                self.fail(tag, "quotes an original UID in its text")
         if vr in TEXT_VRS and self.identifiers and tag not in CODE_VALUE_TAGS:
             strings = element_strings(ds, tag, vr)
             if strings and find_identifier("\\".join(strings), self.identifiers) is not None:

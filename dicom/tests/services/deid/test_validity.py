@@ -225,3 +225,21 @@ def test_retired_identifying_attributes_are_treated_like_their_counterparts():
     deidentify_dataset(ds, options=DeidOptions(), key=KEY)
     for tag in (0x00402006, 0x00402007, 0x00401006, 0x00401007):
         assert tag in ds and ds[tag].value in ("", None)
+
+
+def test_a_name_in_an_unlisted_binary_value_is_removed_and_verified():
+    ds = make_dataset()
+    ds.add_new(0x00686300, "OB", ("PLOT " + str(ds.PatientName)).encode("utf-16-le"))  # HPGL Document
+    ds.add_new(0x00686310, "OB", b"\x00\x01no identifying text here")  # unrelated bytes stay
+    deidentify_dataset(ds, options=DeidOptions(), key=KEY)
+    assert 0x00686300 not in ds
+
+
+def test_an_original_uid_quoted_in_text_is_replaced_by_its_keyed_uid():
+    from dicom.services.deid.keyed import keyed_uid
+
+    ds = make_dataset()
+    original = str(ds.StudyInstanceUID)
+    ds.ImageComments = f"prior study {original} compared"
+    deidentify_dataset(ds, options=DeidOptions(clean_descriptors=True), key=KEY)
+    assert ds.ImageComments == f"prior study {keyed_uid(KEY, original)} compared"
