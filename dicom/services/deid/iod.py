@@ -113,29 +113,44 @@ class Requirements:
         return parts[0]
 
 
+_UNKNOWN = Requirements(None)
+
+
 def requirements_for(ds: Dataset) -> Requirements:
     """The requirements of ``ds``'s IOD for the modules it carries (unknown SOP class: ``known`` False)."""
     table = load_table()
     sop_class = str(ds.get("SOPClassUID", "") or "").strip()
     iod = table.sop_classes.get(sop_class)
     if iod is None or iod not in table.iods:
-        return Requirements(None)
+        return _UNKNOWN
     present_tags = frozenset(map(int, ds.keys()))
+    present = [
+        key for key, own_tags in _optional_modules(iod) if own_tags is None or own_tags & present_tags
+    ]
+    return _requirements(tuple(present))
+
+
+@lru_cache(maxsize=256)
+def _requirements(module_keys: tuple[str, ...]) -> Requirements:
+    """One Requirements per set of present modules: instances of one kind share it."""
+    return Requirements(_merged_types(module_keys))
+
+
+@lru_cache(maxsize=256)
+def _optional_modules(iod: str) -> tuple[tuple[str, frozenset[int] | None], ...]:
+    """The IOD's modules with the top-level tags only each optional one defines (None: mandatory)."""
+    table = load_table()
     mandatory_tags: set[int] = set()
     for key, usage in table.iods[iod]:
         if usage == "M" and key in table.modules:
             mandatory_tags |= table.modules[key].top_level
-    present = []
-    for key, usage in table.iods[iod]:
-        module = table.modules.get(key)
-        if module is None:
-            continue
-        if usage == "M" or (module.top_level - mandatory_tags) & present_tags:
-            present.append(key)
-    return Requirements(_merged_types(tuple(present)))
+    return tuple(
+        (key, None if usage == "M" else table.modules[key].top_level - mandatory_tags)
+        for key, usage in table.iods[iod]
+        if key in table.modules
+    )
 
 
-@lru_cache(maxsize=256)
 def _merged_types(module_keys: tuple[str, ...]) -> dict[tuple[int, ...], str]:
     table = load_table()
     merged: dict[tuple[int, ...], str] = {}
