@@ -281,10 +281,11 @@ def test_corrupt_value_representations_are_a_400_not_a_500(api, storage_root, tm
 
 
 def test_a_file_pydicom_cannot_write_back_is_refused_on_anonymize_not_a_500(api, storage_root):
-    # Its file meta lacks the Media Storage SOP Class/Instance UIDs that a written file must carry.
+    # Neither its file meta nor its dataset names a SOP Class or Instance UID, which a written file
+    # must carry: refused with that reason.
     response = upload(api, get_testdata_file("empty_charset_LEI.dcm"), anonymize="true")
     assert response.status_code == 400, response.content
-    assert "cannot be read or written" in response.json()["detail"]
+    assert "no SOP Class UID (0008,0016)" in response.json()["detail"]
     assert stored_files(storage_root) == []
 
 
