@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import time
 import uuid
 from collections import Counter
@@ -470,10 +471,19 @@ def _to_directory(spec: WorkSpec, unit: WorkUnit, *, options: DeidOptions, key: 
 
 def _to_storage(unit: WorkUnit, *, options: DeidOptions, key: bytes) -> Outcome:
     produced = storage.new_staging_path()
+    staged_source = None
     try:
         if unit.source_key:
-            with storage.open_stored(unit.source_key) as source:
-                dataset, report = deidentify_file(source, str(produced), options=options, key=key)
+            # A stored original goes through the upload's validating walk too: in place when the
+            # storage is local, from a staged copy when it is remote (S3).
+            local = storage.local_path(unit.source_key)
+            if local is None:
+                staged_source = storage.new_staging_path()
+                with storage.open_stored(unit.source_key) as stored, open(staged_source, "wb") as copy:
+                    shutil.copyfileobj(stored, copy, 1024 * 1024)
+            source_path = local or staged_source
+            validate_staged(source_path)
+            dataset, report = deidentify_file(source_path, str(produced), options=options, key=key)
         else:
             validate_staged(Path(unit.source_path))
             dataset, report = deidentify_file(unit.source_path, str(produced), options=options, key=key)
@@ -485,6 +495,8 @@ def _to_storage(unit: WorkUnit, *, options: DeidOptions, key: bytes) -> Outcome:
         )
     finally:
         produced.unlink(missing_ok=True)
+        if staged_source is not None:
+            staged_source.unlink(missing_ok=True)
     return Outcome(
         item_id=unit.item_id,
         status=BulkItem.Status.DONE,

@@ -124,9 +124,7 @@ def requirements_for(ds: Dataset) -> Requirements:
     if iod is None or iod not in table.iods:
         return _UNKNOWN
     present_tags = frozenset(map(int, ds.keys()))
-    present = [
-        key for key, own_tags in _optional_modules(iod) if own_tags is None or own_tags & present_tags
-    ]
+    present = [key for key, own_tags in _optional_modules(iod) if own_tags is None or own_tags & present_tags]
     return _requirements(tuple(present))
 
 

@@ -1,6 +1,7 @@
 """Jobs that survive their workers: the reaper, retries with a bound, giving up with a reason."""
 
 import datetime as dt
+import uuid
 
 import pytest
 from django.core.management import call_command
@@ -15,6 +16,7 @@ from dicom.services.anonymization import request_anonymization
 from dicom.services.deid import DeidOptions
 from dicom.services.ingest import IngestRequest, ingest_file
 from dicom.tests.commands.conftest import write_instance
+from dicom.tests.factories import DicomFileFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -172,3 +174,31 @@ def test_the_admin_lists_jobs_by_status_and_the_bulk_models(queued, staff_user, 
     )
     for path in ("bulkrun", "bulkitem", "workerheartbeat"):
         assert client.get(f"/admin/dicom/{path}/").status_code == 200
+
+
+def test_a_stored_original_the_validator_refuses_fails_its_job_and_bulk_item(user, tmp_path, storage_root):
+    # Put in storage by something other than an upload (an older version, a restore): cut short.
+    from pydicom.data import get_testdata_file
+
+    from dicom.services import bulk, storage
+    from dicom.services.anonymization import run_anonymization
+    from dicom.tests.services.dicom_builders import truncate_copy
+
+    source = get_testdata_file("MR_small.dcm")
+    cut = tmp_path / "cut.dcm"
+    truncate_copy(source, cut, 4000)
+    original = DicomFileFactory(owner=user, anonymized=False)
+    stored = storage.store_staged_file(staged_path=cut, key=storage.key_for(original.id))
+    DicomFile.objects.filter(pk=original.pk).update(storage_key=stored.key, size=stored.size)
+    original.refresh_from_db()
+    options = DeidOptions(accept_burned_in_annotation=True)  # no pixel scan: only the validator can tell
+
+    derived = request_anonymization(actor=Actor(user=user), source=original, options=options)
+    assert run_anonymization(file_id=derived.id) == DicomFile.Status.FAILED
+    derived.refresh_from_db()
+    assert "truncated" in derived.failure_detail or "cut short" in derived.failure_detail
+
+    unit = bulk.WorkUnit(item_id=1, output_id=str(uuid.uuid4()), source_key=original.storage_key)
+    spec = bulk.WorkSpec(options=tuple(options.to_names()), output_dir=None, study_type="general")
+    outcome = bulk.process_unit(spec, unit, options=options, key=b"k" * 32)
+    assert outcome.status == BulkItem.Status.REFUSED and outcome.detail
