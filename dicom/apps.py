@@ -14,5 +14,23 @@ class DicomConfig(AppConfig):
         # VR rules must still be readable to be de-identified); writing keeps pydicom's checks.
         pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
+        check_default_options()
+
         # The admin of the bulk runs and workers lives beside dicom/admin.py, in its own module.
         import dicom.admin_jobs  # noqa: F401
+
+
+def check_default_options() -> None:
+    """Stop start-up on a ``DICOM_DEID_DEFAULT_OPTIONS`` that every request would fail on."""
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
+
+    from dicom.services.deid import OPTION_NAMES, DeidOptions
+
+    try:
+        DeidOptions.from_names(settings.DICOM_DEID_DEFAULT_OPTIONS)
+    except ValueError as error:
+        raise ImproperlyConfigured(
+            f"DICOM_DEID_DEFAULT_OPTIONS is not a valid set of options ({error}); known options: "
+            f"{', '.join(OPTION_NAMES)}"
+        ) from None

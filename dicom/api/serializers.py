@@ -10,9 +10,15 @@ _FALSE = {"false", "0"}
 
 
 class StrictBooleanField(serializers.Field):
-    """A boolean that accepts exactly ``true``, ``false``, ``1`` and ``0`` (any case)."""
+    """A boolean that accepts exactly ``true``, ``false``, ``1`` and ``0`` (any case); an empty value
+    sent is an error, not "false" (DRF would take an empty form value for "not sent")."""
 
     default_error_messages = {"invalid": "must be one of true, false, 1, 0"}
+
+    def get_value(self, dictionary):
+        if self.field_name in dictionary and dictionary.get(self.field_name) == "":
+            return ""
+        return super().get_value(dictionary)
 
     def to_internal_value(self, data) -> bool:
         if isinstance(data, bool):
@@ -28,7 +34,31 @@ class StrictBooleanField(serializers.Field):
         return bool(value)
 
 
-class DeidOptionsSerializer(serializers.Serializer):
+class StrictFieldsSerializer(serializers.Serializer):
+    """Refuses what a client cannot have meant: a field it does not know, or a field sent twice."""
+
+    def to_internal_value(self, data):
+        known = set(self.fields)
+        keys = list(data.keys()) if hasattr(data, "keys") else []
+        unknown = sorted(str(key) for key in keys if key not in known)
+        if unknown:
+            raise serializers.ValidationError(
+                {
+                    "non_field_errors": [
+                        f"unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+                    ]
+                }
+            )
+        if hasattr(data, "getlist"):
+            repeated = sorted(key for key in keys if len(data.getlist(key)) > 1)
+            if repeated:
+                raise serializers.ValidationError(
+                    {"non_field_errors": [f"field(s) sent more than once: {', '.join(repeated)}"]}
+                )
+        return super().to_internal_value(data)
+
+
+class DeidOptionsSerializer(StrictFieldsSerializer):
     """The de-identification options; an option not sent takes the configured default."""
 
     def get_fields(self):

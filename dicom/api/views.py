@@ -116,6 +116,9 @@ class DicomViewSet(viewsets.ViewSet):
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)
         action = self.audit_actions.get(getattr(self, "action", None) or "")
+        # OPTIONS and HEAD read nothing of a file: they are not audited as reads of it.
+        if request.method in ("OPTIONS", "HEAD"):
+            action = None
         if action is not None and not getattr(self, "_audited", False):
             failed = response.status_code >= 400
             detail = response.data.get("detail", "") if failed and isinstance(response.data, dict) else ""

@@ -348,3 +348,39 @@ def test_clean_pixel_data_as_the_default_and_a_request_that_accepts_instead(api,
     assert by_id[accepted.json()["file_id"]].deid_options == ["accept_burned_in_annotation"]
     kept = dcmread(storage.local_path(by_id[accepted.json()["file_id"]].storage_key))
     assert kept.PatientIdentityRemoved == "NO"
+
+
+def test_an_empty_boolean_is_a_400_not_false(api, storage_root):
+    response = upload(api, CT_SMALL, anonymize="")
+    assert response.status_code == 400
+    assert "anonymize" in response.json()["detail"] and "true, false" in response.json()["detail"]
+    assert DicomFile.objects.count() == 0
+
+
+def test_a_field_sent_twice_is_a_400(api, storage_root):
+    with open(CT_SMALL, "rb") as handle:
+        response = api.post(
+            "/api/dicom/upload",
+            {"file": handle, "anonymize": ["true", "false"]},
+            format="multipart",
+        )
+    assert response.status_code == 400
+    assert response.json()["detail"] == "field(s) sent more than once: anonymize"
+    assert DicomFile.objects.count() == 0
+
+
+def test_an_unknown_option_is_a_400_that_lists_the_known_ones(api, storage_root):
+    response = upload(api, CT_SMALL, anonymize="true", retain_everything="true")
+    assert response.status_code == 400
+    detail = response.json()["detail"]
+    assert detail.startswith("unknown field(s) retain_everything; known:")
+    assert "clean_pixel_data" in detail and "retain_uids" in detail
+    assert DicomFile.objects.count() == 0
+
+
+def test_options_and_head_are_not_audited_as_reads(api, user):
+    file_id = upload(api, CT_SMALL).json()["file_id"]
+    before = AuditLog.objects.count()
+    assert api.options(f"/api/dicom/metadata/{file_id}").status_code in (200, 405)
+    assert api.head(f"/api/dicom/metadata/{file_id}").status_code in (200, 405)
+    assert AuditLog.objects.count() == before
