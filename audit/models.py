@@ -8,8 +8,8 @@ class AuditLog(models.Model):
     """One action someone took (or tried) through the API, the admin, a command or the worker.
 
     Rows are append-only: nothing in the project updates or deletes them, and the admin shows them
-    read-only. The actor is kept as a foreign key (SET_NULL, so deleting a user keeps the trail) and
-    as a copied username. ``reason`` is a short, PHI-free text (what went wrong, never a value).
+    read-only. The actor is kept as a foreign key without a database constraint (deleting a user
+    changes no row: its id stays, pointing nowhere) and as a copied username, which is what the row says. ``reason`` is a short, PHI-free text (what went wrong, never a value).
     """
 
     class Action(models.TextChoices):
@@ -23,6 +23,9 @@ class AuditLog(models.Model):
         BULK_ANONYMIZE = "bulk_anonymize", "Bulk anonymize"
         JOB = "job", "Background job"
         EXPORT = "export", "Export"
+        LOGIN = "login", "Login"
+        LOGOUT = "logout", "Logout"
+        LOGIN_FAILED = "login_failed", "Failed login"
 
     id = models.BigAutoField(primary_key=True)
     timestamp = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -30,7 +33,8 @@ class AuditLog(models.Model):
         settings.AUTH_USER_MODEL,
         null=True,
         blank=True,
-        on_delete=models.SET_NULL,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
         related_name="audit_logs",
     )
     username = models.CharField(max_length=150, blank=True)
