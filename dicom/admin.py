@@ -29,14 +29,15 @@ from pydicom.uid import UID
 from audit.admin import csv_response
 from audit.models import AuditLog
 from audit.services import Actor, record
+from dicom.access import PATIENT_DATA_KEYS as PHI_KEYS
+from dicom.access import VIEW_PHI
 from dicom.forms import DeidOptionsForm
 from dicom.models import DicomFile
 from dicom.responses import client_address, stored_file_response, visible_file_or_404
 from dicom.services.anonymization import request_anonymization
 from dicom.services.errors import FileNotReadyError
-from dicom.services.metadata import METADATA_KEYWORDS, PHI_KEYS
+from dicom.services.metadata import METADATA_KEYWORDS
 from dicom.services.previews import REGIONS_VARIANT, pixel_text_report, recorded_regions, regions_image_file
-from dicom.views import VIEW_PHI
 
 PHI_MASK = "•••"
 # "Anonymize selected" queues one job per file inside the request; past this many, use the command.

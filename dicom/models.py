@@ -54,7 +54,10 @@ class DicomFile(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        permissions = [("view_phi", "Can see patient data of files that are not de-identified")]
+        permissions = [
+            ("view_phi", "Can see patient data of files that are not de-identified"),
+            ("operate", "Can queue de-identification of any user's files"),
+        ]
         indexes = [models.Index(fields=["owner", "created_at"])]
 
     def __str__(self) -> str:

@@ -10,6 +10,7 @@ from django.views.decorators.http import require_GET
 
 from audit.models import AuditLog
 from audit.services import Actor, record
+from dicom.access import VIEW_PHI
 from dicom.models import DicomFile
 from dicom.responses import client_address, visible_file_or_404
 from dicom.services.previews import (
@@ -20,8 +21,6 @@ from dicom.services.previews import (
     get_regions_preview,
     regions_image_file,
 )
-
-VIEW_PHI = "dicom.view_phi"
 
 
 @require_GET

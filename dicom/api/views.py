@@ -9,11 +9,12 @@ from rest_framework.response import Response
 
 from audit.models import AuditLog
 from audit.services import Actor, record
+from dicom import access
 from dicom.api.serializers import DeidOptionsSerializer, UploadSerializer
 from dicom.models import DicomFile
 from dicom.responses import client_address, stored_file_response, uuid_or_none
 from dicom.services.anonymization import request_anonymization
-from dicom.services.errors import FileNotReadyError, InvalidDicomError
+from dicom.services.errors import AccessRefusedError, FileNotReadyError, InvalidDicomError
 from dicom.services.ingest import IngestRequest, file_metadata, ingest_file
 from dicom.services.selectors import get_visible_file
 from dicom.uploads import StagedUpload, too_large_error
@@ -64,7 +65,7 @@ class DicomViewSet(viewsets.ViewSet):
             {
                 "message": "DICOM file processed successfully",
                 "file_id": str(dicom_file.id),
-                "metadata": file_metadata(dicom_file),
+                "metadata": access.masked_metadata(request.user, dicom_file, file_metadata(dicom_file)),
                 "status": dicom_file.status,
             }
         )
@@ -73,10 +74,15 @@ class DicomViewSet(viewsets.ViewSet):
         dicom_file = self._get_file(file_id)
         if dicom_file.status != DicomFile.Status.COMPLETED:
             raise FileNotReadyError(f"file is {dicom_file.status}: its metadata is not available yet")
-        return Response(file_metadata(dicom_file))
+        return Response(access.masked_metadata(request.user, dicom_file, file_metadata(dicom_file)))
 
     def anonymize(self, request: Request, file_id: str) -> Response:
         source = self._get_file(file_id)
+        if not access.may_queue_deidentification(request.user, source):
+            raise AccessRefusedError(
+                "queueing the de-identification of another user's file needs the operator permission "
+                "(dicom.operate)"
+            )
         serializer = DeidOptionsSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         derived = request_anonymization(
@@ -94,6 +100,11 @@ class DicomViewSet(viewsets.ViewSet):
 
     def download(self, request: Request, file_id: str) -> FileResponse:
         dicom_file = self._get_file(file_id)
+        if not access.may_see_patient_data(request.user, dicom_file):
+            raise AccessRefusedError(
+                "this file is an original with patient data: downloading it needs the patient data "
+                "permission (dicom.view_phi)"
+            )
         if not dicom_file.is_ready:
             reason = dicom_file.failure_detail if dicom_file.status == DicomFile.Status.FAILED else ""
             raise FileNotReadyError(

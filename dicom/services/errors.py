@@ -50,3 +50,9 @@ class DeidentificationVerificationError(DicomServiceError):
     """The verification pass found something identifying left in the output; nothing is released."""
 
     status_code = 422
+
+
+class AccessRefusedError(DicomServiceError):
+    """The user can see the file but may not do this with it (its patient data, or another's file)."""
+
+    status_code = 403

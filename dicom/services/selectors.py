@@ -3,18 +3,16 @@
 import uuid
 
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 
+from dicom import access
 from dicom.models import DicomFile
 from dicom.services.errors import FileNotFoundInServiceError
 
 
 def visible_files(*, user: AbstractBaseUser) -> QuerySet[DicomFile]:
-    """Files ``user`` may see: staff see all; others their uploads and the files derived from them."""
-    files = DicomFile.objects.all()
-    if getattr(user, "is_staff", False):
-        return files
-    return files.filter(Q(owner=user) | Q(source__owner=user) | Q(source__source__owner=user))
+    """Files ``user`` may see (the rule is :func:`dicom.access.visible_files`)."""
+    return access.visible_files(user)
 
 
 def parse_file_id(raw: str) -> uuid.UUID:

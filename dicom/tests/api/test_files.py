@@ -112,7 +112,58 @@ def test_another_users_file_is_not_found_but_staff_see_it(api, other_api, staff_
     hidden = other_api.get(f"/api/dicom/{endpoint}/{file_id}")
     assert hidden.status_code == 404
     assert hidden.json() == {"detail": "file not found"}
-    assert staff_api.get(f"/api/dicom/{endpoint}/{file_id}").status_code == 200
+    seen = staff_api.get(f"/api/dicom/{endpoint}/{file_id}")
+    # Staff see every file; an original's bytes need the patient data permission.
+    assert seen.status_code == (403 if endpoint == "download" else 200)
+
+
+@pytest.fixture
+def role_clients(api, other_api, staff_api, django_user_model):
+    from django.contrib.auth.models import Permission
+
+    from conftest import _client_for
+
+    phi = django_user_model.objects.create_user(username="phi", password="phi-password-123", is_staff=True)
+    phi.user_permissions.add(Permission.objects.get(codename="view_phi"))
+    operator = django_user_model.objects.create_user(username="op", password="op-password-123", is_staff=True)
+    operator.user_permissions.add(Permission.objects.get(codename="operate"))
+    return {
+        "owner": api,
+        "other": other_api,
+        "staff": staff_api,
+        "phi": _client_for(phi),
+        "operator": _client_for(operator),
+    }
+
+
+# role -> (metadata status, patient name shown, download status, anonymize status)
+ACCESS_TABLE = {
+    "owner": (200, True, 200, 200),
+    "other": (404, None, 404, 404),
+    "staff": (200, False, 403, 403),
+    "phi": (200, True, 200, 403),
+    "operator": (200, False, 403, 200),
+}
+
+
+@pytest.mark.parametrize("role", sorted(ACCESS_TABLE))
+def test_the_access_rule_for_each_role(role, role_clients):
+    file_id = upload(role_clients["owner"])
+    client = role_clients[role]
+    metadata_status, name_shown, download_status, anonymize_status = ACCESS_TABLE[role]
+    metadata = client.get(f"/api/dicom/metadata/{file_id}")
+    assert metadata.status_code == metadata_status
+    if metadata_status == 200:
+        assert (metadata.json()["patient_name"] != "•••") is name_shown
+        assert metadata.json()["modality"] == "CT"  # not patient data: never masked
+    download = client.get(f"/api/dicom/download/{file_id}")
+    assert download.status_code == download_status
+    if download_status == 403:
+        assert "dicom.view_phi" in download.json()["detail"]
+    anonymize = client.post(f"/api/dicom/anonymize/{file_id}")
+    assert anonymize.status_code == anonymize_status
+    if anonymize_status == 403:
+        assert "dicom.operate" in anonymize.json()["detail"]
 
 
 def test_another_user_cannot_anonymize_my_file(api, other_api):

@@ -1,0 +1,72 @@
+"""The one access rule: which files a user sees, whose patient data, and who may queue de-identification.
+
+Every way in (the API, the admin, the preview view, and the protocols to come) asks here; none decides
+on its own.
+
+- A non-staff user sees their own uploads and the files derived from them, in full.
+- Staff see every file. An original's patient data (every identifying key of the metadata, see
+  :data:`PATIENT_DATA_KEYS`; its image; its bytes) needs the ``dicom.view_phi`` permission: without it
+  the metadata is masked, the preview withheld and the download refused (403).
+- Queueing the de-identification of a file the user does not own needs ``dicom.operate``.
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db.models import Q, QuerySet
+
+from dicom.models import DicomFile
+
+VIEW_PHI = "dicom.view_phi"
+OPERATE = "dicom.operate"
+MASK = "•••"
+# Keys of the metadata object whose values identify a patient or their care: masked together.
+PATIENT_DATA_KEYS = frozenset(
+    {
+        "patient_id",
+        "patient_name",
+        "patient_birth_date",
+        "patient_sex",
+        "patient_age",
+        "accession_number",
+        "study_date",
+        "study_time",
+        "study_description",
+        "series_description",
+        "institution_name",
+    }
+)
+
+
+def visible_files(user: AbstractBaseUser) -> QuerySet[DicomFile]:
+    """Files ``user`` may see: staff see all; others their uploads and the files derived from them."""
+    files = DicomFile.objects.all()
+    if getattr(user, "is_staff", False):
+        return files
+    return files.filter(Q(owner=user) | Q(source__owner=user) | Q(source__source__owner=user))
+
+
+def may_see_patient_data(user: AbstractBaseUser, dicom_file: DicomFile) -> bool:
+    """Whether ``user`` (who can see the file) may see its patient data, image and bytes."""
+    if dicom_file.anonymized or not getattr(user, "is_staff", False):
+        return True
+    return user.has_perm(VIEW_PHI)
+
+
+def masked_metadata(user: AbstractBaseUser, dicom_file: DicomFile, metadata: dict) -> dict:
+    """``metadata`` as ``user`` may see it: patient data keys masked where they may not."""
+    if may_see_patient_data(user, dicom_file):
+        return metadata
+    return {
+        key: (MASK if key in PATIENT_DATA_KEYS and value not in (None, "") else value)
+        for key, value in metadata.items()
+    }
+
+
+def may_queue_deidentification(user: AbstractBaseUser, dicom_file: DicomFile) -> bool:
+    """Whether ``user`` may queue de-identification of ``dicom_file`` (their own, or as an operator)."""
+    if dicom_file.owner_id is not None and dicom_file.owner_id == getattr(user, "pk", None):
+        return True
+    if dicom_file.source_id is not None and dicom_file.source.owner_id == getattr(user, "pk", None):
+        return True
+    return user.has_perm(OPERATE)
