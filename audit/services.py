@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from django.contrib.auth.base_user import AbstractBaseUser
 
+from audit.context import current_request_id
 from audit.models import AuditLog
 
 _REASON_MAX = AuditLog._meta.get_field("reason").max_length
@@ -17,7 +18,8 @@ class Actor:
 
     user: AbstractBaseUser | None
     client_address: str | None = None
-    request_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    # The request's id while one runs (audit.context), so all its rows share it; else a fresh one.
+    request_id: uuid.UUID = field(default_factory=lambda: current_request_id() or uuid.uuid4())
 
     @property
     def username(self) -> str:

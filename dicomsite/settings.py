@@ -73,6 +73,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "audit.context.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -225,6 +226,8 @@ DICOM_JOB_MAX_ATTEMPTS = env_int("DICOM_JOB_MAX_ATTEMPTS", 3, minimum=1)
 # Workers refresh a heartbeat this often; a RUNNING job whose worker has not been seen for
 # DICOM_WORKER_STALE_SECONDS is taken back (its worker was killed) and tried again.
 DICOM_WORKER_HEARTBEAT_SECONDS = env_int("DICOM_WORKER_HEARTBEAT_SECONDS", 5, minimum=1)
+# Staged files older than this belong to a request or job that died: the worker removes them.
+DICOM_STAGING_MAX_AGE_SECONDS = env_int("DICOM_STAGING_MAX_AGE_SECONDS", 3600, minimum=600)
 DICOM_WORKER_STALE_SECONDS = env_int("DICOM_WORKER_STALE_SECONDS", 30, minimum=2)
 # A job that raised is tried again after this many seconds times its attempt number.
 DICOM_JOB_RETRY_DELAY_SECONDS = env_int("DICOM_JOB_RETRY_DELAY_SECONDS", 10, minimum=0)
@@ -252,8 +255,11 @@ REST_FRAMEWORK = {
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "audit.context.RequestIdFilter"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["request_id"]}
+    },
     "root": {"handlers": ["console"], "level": env_str("DJANGO_LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

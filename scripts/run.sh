@@ -6,6 +6,10 @@ PORT=${PORT:-8000}
 WEB_WORKERS=${WEB_WORKERS:-3}
 WEB_THREADS=${WEB_THREADS:-2}
 
+# Nothing runs yet: whatever is staged was left by a server or worker that died (partial uploads
+# with patient data among them).
+"$BIN/python" manage.py sweep_staging --all >/dev/null
+
 "$BIN/gunicorn" dicomsite.wsgi:application \
   --bind "127.0.0.1:$PORT" \
   --workers "$WEB_WORKERS" --worker-class gthread --threads "$WEB_THREADS" \

@@ -7,9 +7,11 @@ once its upload completed.
 """
 
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,8 @@ from typing import BinaryIO
 
 from django.core.files import File
 from django.core.files.storage import FileSystemStorage, default_storage
+
+logger = logging.getLogger(__name__)
 
 _CHUNK = 1024 * 1024
 
@@ -50,6 +54,31 @@ def staging_dir() -> Path:
         path = Path(tempfile.gettempdir()) / "dicom-staging"
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
+
+
+def sweep_staging(*, older_than_seconds: float) -> int:
+    """Remove staged files last written more than ``older_than_seconds`` ago; return how many.
+
+    A request or job that died (a killed worker, a lost connection) leaves its partial file behind,
+    an original with patient data among them. No live request keeps one that long, so the worker
+    sweeps them on every heartbeat, and the embedded server sweeps all of them before it starts.
+    """
+    cutoff = time.time() - older_than_seconds
+    removed = 0
+    with os.scandir(staging_dir()) as entries:
+        for entry in entries:
+            try:
+                if (
+                    entry.is_file(follow_symlinks=False)
+                    and entry.stat(follow_symlinks=False).st_mtime <= cutoff
+                ):
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                continue  # finished and removed by its request meanwhile
+    if removed:
+        logger.warning("removed %d abandoned staging file(s)", removed)
+    return removed
 
 
 def sha256_of(path: str | os.PathLike) -> str:

@@ -13,7 +13,7 @@ from django.db import close_old_connections, connection
 from django_tasks_db.management.commands import db_worker
 from django_tasks_db.models import DBTaskResult
 
-from dicom.services import jobs
+from dicom.services import jobs, storage
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ class SurvivingWorker(db_worker.Worker):
                 close_old_connections()
                 jobs.beat(worker_id=self.worker_id)
                 jobs.reap_abandoned_jobs()
+                storage.sweep_staging(older_than_seconds=settings.DICOM_STAGING_MAX_AGE_SECONDS)
             except Exception:
                 # A database hiccup must not kill the heartbeat; the next beat tries again.
                 logger.exception("worker %s: heartbeat failed", self.worker_id)

@@ -1,0 +1,43 @@
+"""The request id: one per HTTP request, on every audit row and every log line written while it runs.
+
+A ContextVar, so each thread (gunicorn's gthread workers) and each task sees its own. Outside a
+request (commands, the worker) there is none and each Actor gets its own id.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from contextvars import ContextVar
+
+_request_id: ContextVar[uuid.UUID | None] = ContextVar("request_id", default=None)
+
+
+def current_request_id() -> uuid.UUID | None:
+    return _request_id.get()
+
+
+class RequestIdMiddleware:
+    """Give the request an id, expose it as ``X-Request-ID`` and clear it when the request ends."""
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request):
+        request_id = uuid.uuid4()
+        token = _request_id.set(request_id)
+        try:
+            response = self.get_response(request)
+        finally:
+            _request_id.reset(token)
+        response["X-Request-ID"] = str(request_id)
+        return response
+
+
+class RequestIdFilter(logging.Filter):
+    """Puts ``request_id`` on every log record (``-`` outside a request)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request_id = _request_id.get()
+        record.request_id = str(request_id) if request_id is not None else "-"
+        return True

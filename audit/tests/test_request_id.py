@@ -1,0 +1,17 @@
+"""One request id per HTTP request, on each of its audit rows and in the response."""
+
+import pytest
+from pydicom.data import get_testdata_file
+
+from audit.models import AuditLog
+
+pytestmark = pytest.mark.django_db
+
+
+def test_every_row_of_a_request_carries_its_id_and_requests_differ(api):
+    with open(get_testdata_file("CT_small.dcm"), "rb") as handle:
+        first = api.post("/api/dicom/upload", {"file": handle}, format="multipart")
+    second = api.get(f"/api/dicom/status/{first.json()['file_id']}")
+    rows = list(AuditLog.objects.order_by("id"))
+    assert [str(row.request_id) for row in rows] == [first["X-Request-ID"], second["X-Request-ID"]]
+    assert first["X-Request-ID"] != second["X-Request-ID"]
