@@ -304,7 +304,9 @@ def decode_frame(
         array, properties = decoder.as_array(source, index=index, as_rgb=as_rgb, **options)
     except Exception as exc:
         reason = _reason(exc)
-        raise RenderError(f"the {transfer_syntax.name} pixel data cannot be decoded ({reason})") from exc
+        raise RenderError(
+            f"the {_syntax_name(transfer_syntax)} pixel data cannot be decoded ({reason})"
+        ) from exc
     return array, _decoded_photometric(ds, array, properties)
 
 
@@ -325,7 +327,9 @@ def iter_frames(
             return
         except Exception as exc:
             reason = _reason(exc)
-            raise RenderError(f"the {transfer_syntax.name} pixel data cannot be decoded ({reason})") from exc
+            raise RenderError(
+                f"the {_syntax_name(transfer_syntax)} pixel data cannot be decoded ({reason})"
+            ) from exc
         yield array, _decoded_photometric(ds, array, properties)
 
 
@@ -347,9 +351,13 @@ def _decoding(ds: Dataset, pixels: PixelElement, fp: BinaryIO | None):
     try:
         decoder = get_decoder(transfer_syntax)
     except NotImplementedError as exc:
-        raise RenderError(f"transfer syntax {transfer_syntax.name} is not supported for decoding") from exc
+        raise RenderError(
+            f"transfer syntax {_syntax_name(transfer_syntax)} is not supported for decoding"
+        ) from exc
     if not decoder.is_available:
-        raise RenderError(f"transfer syntax {transfer_syntax.name} needs a decoder that is not installed")
+        raise RenderError(
+            f"transfer syntax {_syntax_name(transfer_syntax)} needs a decoder that is not installed"
+        )
 
     if decoder.is_native:
         _check_native_length(ds, pixels)
@@ -371,13 +379,43 @@ def _decoding(ds: Dataset, pixels: PixelElement, fp: BinaryIO | None):
     return decoder, source, options, transfer_syntax
 
 
+_DEFINED_PHOTOMETRIC = frozenset(
+    {
+        "MONOCHROME1",
+        "MONOCHROME2",
+        "PALETTE COLOR",
+        "RGB",
+        "YBR_FULL",
+        "YBR_FULL_422",
+        "YBR_PARTIAL_422",
+        "YBR_PARTIAL_420",
+        "YBR_ICT",
+        "YBR_RCT",
+        "HSV",
+        "ARGB",
+        "CMYK",
+        "XYZ",
+    }
+)
+
+
+def _photometric_name(value: str) -> str:
+    """A defined term of (0028,0004) as it is; anything else is not repeated (it is the file's)."""
+    return value if value in _DEFINED_PHOTOMETRIC else "(none)" if not value else "(not a defined term)"
+
+
+def _syntax_name(uid: UID) -> str:
+    """The standard's name of a transfer syntax; never the file's own string for one it does not know."""
+    return uid.name if uid.is_transfer_syntax and uid.name != str(uid) else "(unknown)"
+
+
 def _decoded_photometric(ds: Dataset, array: np.ndarray, properties: dict) -> str:
     photometric = str(properties.get("photometric_interpretation") or ds.get("PhotometricInterpretation", ""))
     samples = 1 if array.ndim == 2 else array.shape[-1]
     if samples == 1 and photometric not in (*_MONOCHROME, "PALETTE COLOR"):
-        raise RenderError(f"photometric interpretation {photometric or '(none)'} is not supported")
+        raise RenderError(f"photometric interpretation {_photometric_name(photometric)} is not supported")
     if samples == 3 and photometric not in ("RGB", *_YBR_FULL):
-        raise RenderError(f"photometric interpretation {photometric or '(none)'} is not supported")
+        raise RenderError(f"photometric interpretation {_photometric_name(photometric)} is not supported")
     if samples not in (1, 3):
         raise RenderError(f"{samples} samples per pixel are not supported")
     return photometric
