@@ -2,7 +2,14 @@
 
 import logging
 
-from django.core.exceptions import PermissionDenied
+from django.conf import settings
+from django.core.exceptions import (
+    PermissionDenied,
+    RequestDataTooBig,
+    SuspiciousOperation,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -34,6 +41,21 @@ def exception_handler(exc, context):
         code, detail = status.HTTP_404_NOT_FOUND, "not found"
     elif isinstance(exc, PermissionDenied):
         code, detail = status.HTTP_403_FORBIDDEN, "permission denied"
+    elif isinstance(exc, RequestDataTooBig):
+        code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+        detail = f"the form fields exceed {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes (the file part is not counted)"
+    elif isinstance(exc, TooManyFilesSent):
+        code, detail = (
+            status.HTTP_400_BAD_REQUEST,
+            f"more than {settings.DATA_UPLOAD_MAX_NUMBER_FILES} file parts",
+        )
+    elif isinstance(exc, TooManyFieldsSent):
+        code, detail = (
+            status.HTTP_400_BAD_REQUEST,
+            f"more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} form fields",
+        )
+    elif isinstance(exc, SuspiciousOperation):
+        code, detail = status.HTTP_400_BAD_REQUEST, "the request is malformed"
     elif isinstance(exc, exceptions.APIException):
         code, detail = exc.status_code, _flatten(exc.detail)
         if getattr(exc, "auth_header", None):

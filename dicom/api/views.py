@@ -3,6 +3,7 @@
 from django.conf import settings
 from django.http import FileResponse
 from rest_framework import viewsets
+from rest_framework.exceptions import ParseError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -20,10 +21,20 @@ from dicom.services.selectors import get_visible_file
 from dicom.uploads import StagedUpload, too_large_error
 
 
+class BoundedJSONParser(JSONParser):
+    """DRF's JSON parser, with nesting too deep for Python's parser a 400 rather than a crash."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise ParseError("JSON parse error - nested too deeply") from None
+
+
 class DicomViewSet(viewsets.ViewSet):
     """Upload, metadata, anonymize, download and status of DICOM files; every call is audited."""
 
-    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    parser_classes = [MultiPartParser, FormParser, BoundedJSONParser]
     audit_actions = {
         "upload": AuditLog.Action.UPLOAD,
         "metadata": AuditLog.Action.METADATA,

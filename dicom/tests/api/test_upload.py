@@ -384,3 +384,27 @@ def test_options_and_head_are_not_audited_as_reads(api, user):
     assert api.options(f"/api/dicom/metadata/{file_id}").status_code in (200, 405)
     assert api.head(f"/api/dicom/metadata/{file_id}").status_code in (200, 405)
     assert AuditLog.objects.count() == before
+
+
+def test_request_size_guards_answer_4xx_with_a_detail_never_500(api, storage_root, settings):
+    import io
+
+    ct = Path(CT_SMALL).read_bytes()
+    parts = {f"part{i}": io.BytesIO(b"x") for i in range(settings.DATA_UPLOAD_MAX_NUMBER_FILES + 1)}
+    for part in parts.values():
+        part.name = "x.dcm"
+    many_files = api.post("/api/dicom/upload", {"file": io.BytesIO(ct), **parts}, format="multipart")
+    assert many_files.status_code == 400 and "file parts" in many_files.json()["detail"]
+
+    fields = {f"k{i}": "v" for i in range(settings.DATA_UPLOAD_MAX_NUMBER_FIELDS + 1)}
+    many_fields = api.post("/api/dicom/upload", fields, format="multipart")
+    assert many_fields.status_code == 400 and "form fields" in many_fields.json()["detail"]
+
+    big_field = api.post("/api/dicom/upload", {"study_type": "a" * 3_000_000}, format="multipart")
+    assert big_field.status_code == 413 and "exceed" in big_field.json()["detail"]
+
+    file_id = upload(api, CT_SMALL).json()["file_id"]
+    deep = "[" * 100_000 + "]" * 100_000
+    nested = api.generic("POST", f"/api/dicom/anonymize/{file_id}", deep, content_type="application/json")
+    assert nested.status_code == 400 and "nested too deeply" in nested.json()["detail"]
+    assert DicomFile.objects.count() == 1
