@@ -50,8 +50,14 @@ def request_anonymization(*, actor: Actor, source: DicomFile, options: DeidOptio
             deid_options=options.to_names(),
         )
         anonymize_file_task.enqueue(str(derived.id))
+        # Audited against the file whose data is read (the source), naming the file it becomes.
         record(
-            actor=actor, action=AuditLog.Action.ANONYMIZE, success=True, file_id=derived.id, status_code=200
+            actor=actor,
+            action=AuditLog.Action.ANONYMIZE,
+            success=True,
+            file_id=source.id,
+            status_code=200,
+            reason=f"queued as derived file {derived.id}",
         )
     return derived
 
