@@ -111,11 +111,8 @@ class PixelFrames:
         frames = ds.get("NumberOfFrames")
         self.number_of_frames = frames if isinstance(frames, int) and frames > 0 else 1
 
-    def decoded(self, index: int) -> tuple[np.ndarray, str]:
-        return decode_frame(self.ds, self.pixels, self.fp, index=index)
-
     def display(self, index: int) -> np.ndarray:
-        frame, photometric = self.decoded(index)
+        frame, photometric = decode_frame(self.ds, self.pixels, self.fp, index=index)
         return display_image(frame, photometric, self.ds)
 
 
@@ -306,7 +303,7 @@ def load_device_regions() -> tuple[dict, ...]:
     return tuple(data["devices"])
 
 
-def device_regions_for(ds: Dataset, *, number_of_frames: int) -> tuple[TextRegion, ...]:
+def device_regions_for(ds: Dataset) -> tuple[TextRegion, ...]:
     """The configured regions of the device that made ``ds`` (Manufacturer, model, Rows x Columns).
 
     An entry matches when its manufacturer starts the file's Manufacturer (case-insensitive), its

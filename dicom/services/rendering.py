@@ -303,10 +303,7 @@ def decode_frame(
         # interpretation of what it returns: JPEG baseline and JPEG 2000 YBR come back as RGB.
         array, properties = decoder.as_array(source, index=index, as_rgb=as_rgb, **options)
     except Exception as exc:
-        reason = _reason(exc)
-        raise RenderError(
-            f"the {_syntax_name(transfer_syntax)} pixel data cannot be decoded ({reason})"
-        ) from exc
+        raise _undecodable(transfer_syntax, exc) from exc
     return array, _decoded_photometric(ds, array, properties)
 
 
@@ -326,11 +323,12 @@ def iter_frames(
         except StopIteration:
             return
         except Exception as exc:
-            reason = _reason(exc)
-            raise RenderError(
-                f"the {_syntax_name(transfer_syntax)} pixel data cannot be decoded ({reason})"
-            ) from exc
+            raise _undecodable(transfer_syntax, exc) from exc
         yield array, _decoded_photometric(ds, array, properties)
+
+
+def _undecodable(transfer_syntax: UID, exc: Exception) -> RenderError:
+    return RenderError(f"the {_syntax_name(transfer_syntax)} pixel data cannot be decoded ({_reason(exc)})")
 
 
 def _decoding(ds: Dataset, pixels: PixelElement, fp: BinaryIO | None):

@@ -18,10 +18,13 @@ history.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.pixels.utils import pack_bits
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian
@@ -68,9 +71,7 @@ class PixelOutcome:
     regions: tuple[TextRegion, ...] = ()
     device_regions: tuple[TextRegion, ...] = ()
     cleaned: bool = False
-    transfer_syntax_changed: bool = False
     has_pixel_data: bool = True
-    verified_frames: tuple[int, ...] = field(default=())
 
     @property
     def needs_cleaning(self) -> bool:
@@ -104,14 +105,24 @@ def describe_regions(regions: tuple[TextRegion, ...]) -> str:
     return listed + (f"; and {more} more" if more > 0 else "")
 
 
-def _scan(frames: PixelFrames, *, gate: bool, indices=None) -> pixel_text.FrameScan:
+@contextmanager
+def _refused_if_undecodable(purpose: str, hint: str = "") -> Iterator[None]:
+    """A frame that cannot be decoded refuses the file: it cannot be checked or cleaned."""
     try:
-        return pixel_text.scan_frames(frames, indices=indices, gate=gate)
+        yield
     except RenderError as error:
         raise DeidentificationRefusedError(
-            "the pixel data cannot be decoded to check it for burned-in text "
-            f"({error.detail}); resend with accept_burned_in_annotation to keep the pixels as they are"
+            f"the pixel data cannot be decoded to {purpose} ({error.detail}){hint}"
         ) from None
+
+
+def _scan(frames: PixelFrames) -> pixel_text.FrameScan:
+    try:
+        with _refused_if_undecodable(
+            "check it for burned-in text",
+            "; resend with accept_burned_in_annotation to keep the pixels as they are",
+        ):
+            return pixel_text.scan_frames(frames)
     except ocr.OcrUnavailableError as error:
         raise DeidentificationRefusedError(
             f"the pixel data cannot be checked for burned-in text ({error})"
@@ -132,7 +143,7 @@ def inspect(
     if options.accept_burned_in_annotation:
         return PixelOutcome(skipped="accept_burned_in_annotation")
     frames = PixelFrames(ds, pixels, fp)
-    scan = _scan(frames, gate=True)
+    scan = _scan(frames)
     outcome = PixelOutcome(
         scanned=True,
         number_of_frames=frames.number_of_frames,
@@ -149,7 +160,7 @@ def inspect(
             outcome,
         )
     if options.clean_pixel_data:
-        outcome.device_regions = pixel_text.device_regions_for(ds, number_of_frames=frames.number_of_frames)
+        outcome.device_regions = pixel_text.device_regions_for(ds)
     return outcome
 
 
@@ -182,14 +193,10 @@ def plan_cleaning(
     """
     syntax = UID(str(ds.file_meta.TransferSyntaxUID))
     as_rgb = syntax.is_compressed  # compressed YBR decodes to RGB; native YBR is kept as stored
-    try:
+    with _refused_if_undecodable("clean it"):
         decoded = {
             index: decode_frame(ds, pixels, fp, index=index, as_rgb=as_rgb) for index in outcome.frames
         }
-    except RenderError as error:
-        raise DeidentificationRefusedError(
-            f"the pixel data cannot be decoded to clean it ({error.detail})"
-        ) from None
     first, photometric = decoded[outcome.frames[0]]
     rows, columns = first.shape[:2]
     boxes = [region.expanded(rows=rows, columns=columns) for region in outcome.device_regions]
@@ -212,9 +219,7 @@ def plan_cleaning(
             "verification failed: burned-in text is still found in the pixel data after cleaning: "
             f"{describe_regions(rescan.regions)}"
         )
-    outcome.verified_frames = rescan.frames
     outcome.cleaned = True
-    outcome.transfer_syntax_changed = syntax not in (ExplicitVRLittleEndian, ExplicitVRBigEndian)
     return CleaningPlan(tuple(boxes), photometric, first.dtype, as_rgb, syntax)
 
 
@@ -231,28 +236,22 @@ def clean(ds: Dataset, outcome: PixelOutcome) -> None:
     For what the streaming path cannot take (deflated files, bit-packed pixels). Holds the decoded
     frames of the whole file in memory. Raises as :func:`plan_cleaning`.
     """
-    keyword = next(kw for kw in ("PixelData", "FloatPixelData", "DoubleFloatPixelData") if kw in ds)
     pixels = pixel_element_in(ds)
     plan = plan_cleaning(ds, pixels, None, outcome)
-    try:
+    with _refused_if_undecodable("clean it"):
         frames = [
             blank_frame(frame, plan.boxes) for frame, _ in iter_frames(ds, pixels, None, as_rgb=plan.as_rgb)
         ]
-    except RenderError as error:
-        raise DeidentificationRefusedError(
-            f"the pixel data cannot be decoded to clean it ({error.detail})"
-        ) from None
-    array = np.stack(frames)
     if int(ds.BitsAllocated) == 1:
-        data = pack_bits(array)
+        data = pack_bits(np.stack(frames))
     else:
         data = b"".join(_frame_bytes(frame, plan) for frame in frames)
     apply_plan_to_header(ds, plan)
     if len(data) % 2:
         data += b"\x00"
-    setattr(ds, keyword, data)
-    ds[keyword].VR = _pixel_vr(keyword, ds)
-    ds[keyword].is_undefined_length = False
+    setattr(ds, pixels.keyword, data)
+    ds[pixels.keyword].VR = _pixel_vr(pixels.keyword, bits=int(ds.BitsAllocated))
+    ds[pixels.keyword].is_undefined_length = False
 
 
 def streamable(ds: Dataset) -> bool:
@@ -271,13 +270,11 @@ def write_cleaned_pixels(writer, ds: Dataset, pixels: PixelElement, fp: BinaryIO
     frame_size = int(ds.Rows) * int(ds.Columns) * samples * plan.dtype.itemsize
     length = frame_size * frames
     header = struct.Struct("<HH2sHL" if plan.little_endian else ">HH2sHL")
-    tag = {"PixelData": 0x7FE00010, "FloatPixelData": 0x7FE00008, "DoubleFloatPixelData": 0x7FE00009}[
-        pixels.keyword
-    ]
-    vr = _pixel_vr(pixels.keyword, None, bits=plan.dtype.itemsize * 8)
+    tag = tag_for_keyword(pixels.keyword)
+    vr = _pixel_vr(pixels.keyword, bits=plan.dtype.itemsize * 8)
     writer.write(header.pack(tag >> 16, tag & 0xFFFF, vr.encode(), 0, length + length % 2))
     written = 0
-    try:
+    with _refused_if_undecodable("clean it"):
         for frame, _ in iter_frames(ds, pixels, fp, as_rgb=plan.as_rgb):
             data = _frame_bytes(blank_frame(frame, plan.boxes), plan)
             if len(data) != frame_size or written == frames:
@@ -286,10 +283,6 @@ def write_cleaned_pixels(writer, ds: Dataset, pixels: PixelElement, fp: BinaryIO
                 )
             writer.write(data)
             written += 1
-    except RenderError as error:
-        raise DeidentificationRefusedError(
-            f"the pixel data cannot be decoded to clean it ({error.detail})"
-        ) from None
     if written != frames:
         raise DeidentificationRefusedError("the pixel data holds fewer frames than Number of Frames says")
     if length % 2:
@@ -325,10 +318,9 @@ def _frame_bytes(frame: np.ndarray, plan: CleaningPlan) -> bytes:
     return np.ascontiguousarray(frame, dtype=frame.dtype.newbyteorder(order)).tobytes()
 
 
-def _pixel_vr(keyword: str, ds: Dataset | None, *, bits: int | None = None) -> str:
+def _pixel_vr(keyword: str, *, bits: int) -> str:
     if keyword == "FloatPixelData":
         return "OF"
     if keyword == "DoubleFloatPixelData":
         return "OD"
-    bits = bits if bits is not None else int(ds.BitsAllocated)
     return "OW" if bits > 8 else "OB"

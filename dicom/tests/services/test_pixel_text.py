@@ -64,9 +64,9 @@ def test_the_device_table_is_well_formed_and_every_entry_names_its_source():
 
 def test_device_regions_match_manufacturer_model_and_size():
     ds = pydicom.dcmread(get_testdata_file("examples_palette.dcm"), stop_before_pixels=True)
-    regions = pixel_text.device_regions_for(ds, number_of_frames=1)
+    regions = pixel_text.device_regions_for(ds)
     assert [(r.left, r.top, r.width, r.height, r.origin) for r in regions] == [(0, 0, 800, 53, "device")]
     ds.Rows = 351
-    assert pixel_text.device_regions_for(ds, number_of_frames=1) == ()
+    assert pixel_text.device_regions_for(ds) == ()
     ds.Rows, ds.ManufacturerModelName = 350, "CX51"
-    assert pixel_text.device_regions_for(ds, number_of_frames=1) == ()
+    assert pixel_text.device_regions_for(ds) == ()

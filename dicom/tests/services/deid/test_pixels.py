@@ -316,7 +316,7 @@ def test_every_bundled_image_survives_the_pixel_rewrite_of_cleaning(path, tmp_pa
     # A device region on every bundled image forces the decode, blank and rewrite of Clean Pixel Data
     # through each syntax, bit depth, photometric interpretation and frame count pydicom ships.
     region = pixel_text.TextRegion(0, 0, 0, 4, 4, origin="device")
-    monkeypatch.setattr(pixel_text, "device_regions_for", lambda ds, number_of_frames: (region,))
+    monkeypatch.setattr(pixel_text, "device_regions_for", lambda ds: (region,))
     destination = tmp_path / "out.dcm"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

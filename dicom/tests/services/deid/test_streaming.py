@@ -199,21 +199,32 @@ def _hash_range(path: Path, start: int) -> str:
     return digest.hexdigest()
 
 
+BIG_FRAMES, BIG_ROWS, BIG_COLUMNS = 100, 1024, 1024
+BIG_FRAME_BYTES = BIG_ROWS * BIG_COLUMNS * 2
+
+
+def _write_big_native(path: Path, pattern) -> tuple[Dataset, int]:
+    """A 200 MB native 16-bit file of 100 frames, frame ``i`` the 2 bytes ``pattern(i)`` repeated.
+
+    Written in chunks. Returns the header dataset and where the pixel data element starts.
+    """
+    ds = make_dataset()
+    del ds.PixelData
+    ds.Rows, ds.Columns, ds.NumberOfFrames = BIG_ROWS, BIG_COLUMNS, BIG_FRAMES
+    ds.save_as(path, enforce_file_format=True)
+    header_end = path.stat().st_size
+    with open(path, "ab") as fh:
+        fh.write(struct.pack("<HH2sHL", 0x7FE0, 0x0010, b"OW", 0, BIG_FRAME_BYTES * BIG_FRAMES))
+        for index in range(BIG_FRAMES):
+            fh.write(pattern(index) * (BIG_FRAME_BYTES // 2))
+    return ds, header_end
+
+
 @pytest.mark.parametrize("options", [OPTIONS, DeidOptions()], ids=["pixels-accepted", "pixels-scanned"])
 def test_a_200_mb_file_is_deidentified_in_a_few_mb_of_memory(tmp_path, options):
     # Scanned, only the first, middle and last frames are decoded, one at a time.
-    frames, rows, columns = 100, 1024, 1024
-    frame_bytes = rows * columns * 2
-    ds = make_dataset()
-    del ds.PixelData
-    ds.Rows, ds.Columns, ds.NumberOfFrames = rows, columns, frames
     source = tmp_path / "big.dcm"
-    ds.save_as(source, enforce_file_format=True)
-    header_end = source.stat().st_size
-    with open(source, "ab") as fh:
-        fh.write(struct.pack("<HH2sHL", 0x7FE0, 0x0010, b"OW", 0, frame_bytes * frames))
-        for index in range(frames):
-            fh.write(bytes([index, 255 - index]) * (frame_bytes // 2))
+    ds, header_end = _write_big_native(source, lambda index: bytes([index, 255 - index]))
     assert source.stat().st_size > 200 * 1000 * 1000
     destination = tmp_path / "out.dcm"
 
@@ -241,20 +252,12 @@ def test_a_200_mb_file_is_deidentified_in_a_few_mb_of_memory(tmp_path, options):
 def test_clean_pixel_data_on_a_200_mb_file_decodes_and_writes_one_frame_at_a_time(tmp_path, monkeypatch):
     from dicom.services import pixel_text
 
-    frames, rows, columns = 100, 1024, 1024
-    frame_bytes = rows * columns * 2
-    ds = make_dataset()
-    del ds.PixelData
-    ds.Rows, ds.Columns, ds.NumberOfFrames = rows, columns, frames
+    frames, frame_bytes = BIG_FRAMES, BIG_FRAME_BYTES
     source = tmp_path / "big.dcm"
-    ds.save_as(source, enforce_file_format=True)
-    with open(source, "ab") as fh:
-        fh.write(struct.pack("<HH2sHL", 0x7FE0, 0x0010, b"OW", 0, frame_bytes * frames))
-        for index in range(frames):
-            fh.write(bytes([index, 1]) * (frame_bytes // 2))
+    _write_big_native(source, lambda index: bytes([index, 1]))
     # A device region forces cleaning: decode, blank and rewrite of every frame.
     region = pixel_text.TextRegion(0, 0, 0, 64, 16, origin="device")
-    monkeypatch.setattr(pixel_text, "device_regions_for", lambda ds, number_of_frames: (region,))
+    monkeypatch.setattr(pixel_text, "device_regions_for", lambda ds: (region,))
     destination = tmp_path / "out.dcm"
 
     tracemalloc.start()
