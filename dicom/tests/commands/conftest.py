@@ -1,5 +1,6 @@
 """Fixtures of the command tests: DICOM trees, stored originals, and real subprocesses on the test database."""
 
+import contextlib
 import os
 import shutil
 import signal
@@ -97,21 +98,29 @@ def subprocess_env(tmp_path) -> dict:
 
 
 class Processes:
-    """Started ``manage.py`` subprocesses; every one still alive is killed when the test ends."""
+    """Started subprocesses (``manage.py`` commands, servers); those alive are killed when the test ends."""
 
     def __init__(self, env: dict, log_dir: Path) -> None:
-        self.env, self.log_dir, self.started = env, log_dir, []
+        self.env, self.log_dir, self.started, self.groups = env, log_dir, [], []
 
     def start(self, *args: str, env: dict | None = None) -> subprocess.Popen:
+        return self.start_program(sys.executable, str(PROJECT / "manage.py"), *args, env=env)
+
+    def start_program(self, *argv: str, env: dict | None = None, session: bool = False) -> subprocess.Popen:
+        """Any program in the project directory; with ``session`` it leads its own process group,
+        which ``stop_all`` kills whole (a server and the processes it started)."""
         log = open(self.log_dir / f"proc-{len(self.started)}.log", "wb")  # noqa: SIM115
         process = subprocess.Popen(
-            [sys.executable, str(PROJECT / "manage.py"), *args],
+            argv,
             cwd=PROJECT,
             env={**self.env, **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=session,
         )
         self.started.append((process, log))
+        if session:
+            self.groups.append(process.pid)
         return process
 
     def output(self, process: subprocess.Popen) -> str:
@@ -122,6 +131,10 @@ class Processes:
         return ""
 
     def stop_all(self) -> None:
+        for group in self.groups:
+            # A session leader's group: whatever it started goes too, even once the leader is gone.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
         for process, log in self.started:
             if process.poll() is None:
                 process.send_signal(signal.SIGKILL)
