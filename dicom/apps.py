@@ -17,7 +17,9 @@ class DicomConfig(AppConfig):
         check_default_options()
 
         # The admin of the bulk runs and workers lives beside dicom/admin.py, in its own module.
-        import dicom.admin_jobs  # noqa: F401
+        # The tasks, and with them the job bodies, which register how to give up their work
+        # (dicom.services.task_queue): every process, web or worker, knows them before its first job.
+        from dicom import admin_jobs, tasks  # noqa: F401
 
 
 def check_default_options() -> None:

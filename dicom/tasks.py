@@ -2,6 +2,9 @@
 
 Both jobs are idempotent (see the services they call), so a job taken up again after its worker
 died, or tried again after it raised, ends with one output.
+
+Only the worker side imports this module: services enqueue by task path
+(``dicom.services.task_queue``), whose constants name these functions.
 """
 
 from django_tasks import task

@@ -17,7 +17,7 @@ from django.db import transaction
 from audit.models import AuditLog
 from audit.services import Actor, record
 from dicom.models import DicomFile
-from dicom.services import storage
+from dicom.services import storage, task_queue
 from dicom.services.deid import DeidOptions, deidentify_file
 from dicom.services.errors import DicomServiceError, FileNotReadyError
 from dicom.services.ingest import apply_header, validate_staged
@@ -34,8 +34,6 @@ def request_anonymization(*, actor: Actor, source: DicomFile, options: DeidOptio
 
     Raises ``FileNotReadyError`` when the source has no stored content (processing or failed).
     """
-    from dicom.tasks import anonymize_file_task
-
     if not source.is_ready:
         raise FileNotReadyError(
             f"file {source.id} is {source.status}: only a completed file can be anonymized"
@@ -49,7 +47,7 @@ def request_anonymization(*, actor: Actor, source: DicomFile, options: DeidOptio
             study_type=source.study_type,
             deid_options=options.to_names(),
         )
-        anonymize_file_task.enqueue(str(derived.id))
+        task_queue.enqueue(task_queue.ANONYMIZE_FILE, str(derived.id))
         # Audited against the file whose data is read (the source), naming the file it becomes.
         record(
             actor=actor,
@@ -98,6 +96,14 @@ def give_up_anonymization(*, file_id: uuid.UUID | str, detail: str) -> None:
     dicom_file = DicomFile.objects.select_related("owner").filter(pk=file_id).first()
     if dicom_file is not None:
         _fail(dicom_file, detail)
+
+
+def _give_up_job(args: list, detail: str) -> None:
+    if args:
+        give_up_anonymization(file_id=args[0], detail=detail)
+
+
+task_queue.register_give_up(task_queue.ANONYMIZE_FILE, _give_up_job)
 
 
 def _produce(dicom_file: DicomFile, key: str) -> None:

@@ -40,7 +40,7 @@ from audit.models import AuditLog
 from audit.services import Actor, record, record_many
 from audit.services import entry as audit_entry
 from dicom.models import BulkItem, BulkRun, DicomFile
-from dicom.services import storage
+from dicom.services import storage, task_queue
 from dicom.services.deid import DeidOptions, deidentify_file
 from dicom.services.errors import DicomServiceError
 from dicom.services.ingest import apply_header, validate_staged
@@ -332,12 +332,9 @@ def reclaim_orphaned_items(run: BulkRun) -> int:
     without recording them (or a command killed between enqueueing and committing) leaves them
     queued, and this makes them workable again. Returns how many were reclaimed.
     """
-    from django_tasks_db.models import DBTaskResult
-
-    live = DBTaskResult.objects.filter(pk=OuterRef("task_id"), status__in=["READY", "RUNNING"])
     return (
         run.items.filter(status=BulkItem.Status.QUEUED)
-        .exclude(Exists(live))
+        .exclude(task_queue.live_job(OuterRef("task_id")))
         .update(status=BulkItem.Status.PENDING, task_id=None)
     )
 
@@ -607,6 +604,14 @@ def give_up_items(*, run_id: str, item_ids: list[int], detail: str) -> int:
         )
 
 
+def _give_up_job(args: list, detail: str) -> None:
+    if len(args) == 2:
+        give_up_items(run_id=args[0], item_ids=args[1], detail=detail)
+
+
+task_queue.register_give_up(task_queue.ANONYMIZE_BULK_ITEMS, _give_up_job)
+
+
 def run_items_job(*, run_id: str, item_ids: list[int]) -> dict:
     """The body of a queued bulk job: do the unfinished ``item_ids`` of run ``run_id`` and record them.
 
@@ -630,13 +635,11 @@ def enqueue_items(*, run: BulkRun, chunk_size: int) -> int:
     Each job and its items' ``queued`` mark commit together, so an item is queued exactly when a
     job holds it.
     """
-    from dicom.tasks import anonymize_bulk_items_task
-
     ids = list(workable_items(run).values_list("pk", flat=True))
     for batch in batched(ids, chunk_size):
         with transaction.atomic():
-            result = anonymize_bulk_items_task.enqueue(str(run.pk), batch)
-            BulkItem.objects.filter(pk__in=batch).update(status=BulkItem.Status.QUEUED, task_id=result.id)
+            job_id = task_queue.enqueue(task_queue.ANONYMIZE_BULK_ITEMS, str(run.pk), batch)
+            BulkItem.objects.filter(pk__in=batch).update(status=BulkItem.Status.QUEUED, task_id=job_id)
     return len(ids)
 
 

@@ -7,7 +7,8 @@ refreshes a ``WorkerHeartbeat`` row while it lives (a thread, so a long job keep
 ``reap_abandoned_jobs`` hands the RUNNING jobs of workers not seen for
 ``DICOM_WORKER_STALE_SECONDS`` back to the queue, or gives them up once they were tried
 ``DICOM_JOB_MAX_ATTEMPTS`` times. A job's attempts are the workers that claimed it
-(``worker_ids``), so a crash and an exception both count.
+(``worker_ids``), so a crash and an exception both count. The job rows are read and written
+through ``dicom.services.task_queue``, the one module that knows django-tasks-db's internals.
 """
 
 from __future__ import annotations
@@ -21,13 +22,11 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from django_tasks_db.models import DBTaskResult
 
 from dicom.models import WorkerHeartbeat
+from dicom.services import task_queue
 
 logger = logging.getLogger(__name__)
-
-READY, RUNNING, FAILED = "READY", "RUNNING", "FAILED"
 
 
 class JobAbandonedError(Exception):
@@ -76,32 +75,30 @@ def reap_abandoned_jobs(*, now: datetime | None = None, dead_worker_ids: tuple[s
     stale_before = now - timedelta(seconds=settings.DICOM_WORKER_STALE_SECONDS)
     result = ReapResult()
     with transaction.atomic():
-        running = list(DBTaskResult.objects.filter(status=RUNNING).select_for_update(skip_locked=True))
+        running = task_queue.locked_running_jobs()
         if not running:
             return result
-        last_workers = {task.worker_ids[-1] for task in running if task.worker_ids}
+        last_workers = {job.last_worker for job in running if job.last_worker}
         seen = dict(
             WorkerHeartbeat.objects.filter(worker_id__in=last_workers).values_list("worker_id", "last_seen")
         )
-        for task in running:
-            worker = task.worker_ids[-1] if task.worker_ids else None
+        for job in running:
+            worker = job.last_worker
             if worker in dead_worker_ids:
                 pass
             elif worker in seen:
                 if seen[worker] >= stale_before:
                     continue
-            elif task.started_at is not None and task.started_at >= stale_before:
+            elif job.started_at is not None and job.started_at >= stale_before:
                 continue
-            attempts = len(task.worker_ids)
-            if attempts >= settings.DICOM_JOB_MAX_ATTEMPTS:
-                detail = f"{gave_up_detail(attempts)}: its worker stopped during each"
-                _fail_task(task, detail, now=now)
-                give_up(task, detail)
-                result.gave_up.append(str(task.pk))
+            if job.attempts >= settings.DICOM_JOB_MAX_ATTEMPTS:
+                detail = f"{gave_up_detail(job.attempts)}: its worker stopped during each"
+                task_queue.mark_failed(job.id, error=JobAbandonedError, detail=detail, now=now)
+                give_up(job, detail)
+                result.gave_up.append(job.id)
             else:
-                task.status, task.started_at = READY, None
-                task.save(update_fields=["status", "started_at"])
-                result.requeued.append(str(task.pk))
+                task_queue.requeue(job.id)
+                result.requeued.append(job.id)
     for task_id in result.requeued:
         logger.warning("job %s: its worker stopped; queued again", task_id)
     for task_id in result.gave_up:
@@ -109,43 +106,28 @@ def reap_abandoned_jobs(*, now: datetime | None = None, dead_worker_ids: tuple[s
     return result
 
 
-def retry_or_give_up(task: DBTaskResult, *, now: datetime | None = None) -> bool:
-    """After ``task`` raised: queue it again with a delay, or give it up at the attempt limit.
+def retry_or_give_up(job: task_queue.Job, *, now: datetime | None = None) -> bool:
+    """After ``job`` raised: queue it again with a delay, or give it up at the attempt limit.
 
     Returns True when it was queued again. The error and traceback of the last attempt stay on
     the row for the admin either way.
     """
     now = now or timezone.now()
-    attempts = len(task.worker_ids)
-    if attempts < settings.DICOM_JOB_MAX_ATTEMPTS:
-        delay = timedelta(seconds=settings.DICOM_JOB_RETRY_DELAY_SECONDS * attempts)
-        DBTaskResult.objects.filter(pk=task.pk, status=FAILED).update(
-            status=READY, run_after=now + delay, started_at=None, finished_at=None
-        )
-        logger.warning("job %s raised (attempt %s); tried again in %s", task.pk, attempts, delay)
+    if job.attempts < settings.DICOM_JOB_MAX_ATTEMPTS:
+        delay = timedelta(seconds=settings.DICOM_JOB_RETRY_DELAY_SECONDS * job.attempts)
+        task_queue.retry_later(job.id, run_after=now + delay)
+        logger.warning("job %s raised (attempt %s); tried again in %s", job.id, job.attempts, delay)
         return True
-    error = task.exception_class_path.rsplit(".", 1)[-1] or "error"
-    give_up(task, f"{gave_up_detail(attempts)}: {error}")
+    give_up(job, f"{gave_up_detail(job.attempts)}: {job.error_name}")
     return False
 
 
-def give_up(task: DBTaskResult, detail: str) -> None:
-    """Mark what ``task`` was working on as failed with ``detail`` (a PHI-free text)."""
-    from dicom import tasks
-    from dicom.services.anonymization import give_up_anonymization
-    from dicom.services.bulk import give_up_items
+def give_up(job: task_queue.Job, detail: str) -> None:
+    """Mark what ``job`` was working on as failed with ``detail`` (a PHI-free text).
 
-    args = task.args_kwargs.get("args", [])
-    if task.task_path == tasks.anonymize_file_task.module_path and args:
-        give_up_anonymization(file_id=args[0], detail=detail)
-    elif task.task_path == tasks.anonymize_bulk_items_task.module_path and len(args) == 2:
-        give_up_items(run_id=args[0], item_ids=args[1], detail=detail)
-
-
-def _fail_task(task: DBTaskResult, detail: str, *, now: datetime) -> None:
-    task.status = FAILED
-    task.finished_at = now
-    task.exception_class_path = f"{JobAbandonedError.__module__}.{JobAbandonedError.__qualname__}"
-    task.traceback = f"{JobAbandonedError.__name__}: {detail}"
-    task.return_value = None
-    task.save(update_fields=["status", "finished_at", "exception_class_path", "traceback", "return_value"])
+    The job body module registered how (``task_queue.register_give_up``); a job of a task with no
+    handler has nothing of ours to mark.
+    """
+    handler = task_queue.give_up_handler(job.task_path)
+    if handler is not None:
+        handler(job.args, detail)

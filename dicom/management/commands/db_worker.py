@@ -2,7 +2,7 @@
 
 The dicom app is listed before django_tasks_db in INSTALLED_APPS, so ``manage.py db_worker`` runs
 this command. Everything else (claiming with ``select_for_update(skip_locked=True)``, the options,
-signals) is django-tasks-db's own worker.
+signals) is django-tasks-db's own worker, reached through ``dicom.services.task_queue``.
 """
 
 import logging
@@ -10,15 +10,13 @@ import threading
 
 from django.conf import settings
 from django.db import close_old_connections, connection
-from django_tasks_db.management.commands import db_worker
-from django_tasks_db.models import DBTaskResult
 
-from dicom.services import jobs, storage
+from dicom.services import jobs, storage, task_queue
 
 logger = logging.getLogger(__name__)
 
 
-class SurvivingWorker(db_worker.Worker):
+class SurvivingWorker(task_queue.QueueWorker):
     """A worker that beats while it lives and takes back the jobs of workers that died.
 
     The heartbeat thread also runs the reaper, so abandoned jobs are taken back whether this
@@ -56,20 +54,10 @@ class SurvivingWorker(db_worker.Worker):
                 logger.exception("worker %s: heartbeat failed", self.worker_id)
         connection.close()
 
-    def run_task(self, db_task_result: DBTaskResult) -> None:
-        super().run_task(db_task_result)
-        if db_task_result.status == jobs.FAILED:
-            jobs.retry_or_give_up(db_task_result)
+    def job_failed(self, job: task_queue.Job) -> None:
+        jobs.retry_or_give_up(job)
 
 
-class Command(db_worker.Command):
+class Command(task_queue.WorkerCommand):
     help = "Run a database background worker (with heartbeats, recovery of abandoned jobs and retries)"
-
-    def handle(self, *args, **options) -> None:
-        # The parent builds its Worker by name; point the name at ours for this call.
-        original = db_worker.Worker
-        db_worker.Worker = SurvivingWorker
-        try:
-            super().handle(*args, **options)
-        finally:
-            db_worker.Worker = original
+    worker_class = SurvivingWorker

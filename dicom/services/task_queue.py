@@ -1,0 +1,172 @@
+"""The job queue: enqueueing by task path, give-up handlers, and every use of django-tasks-db's internals.
+
+Services enqueue through :func:`enqueue` by task path, so they never import ``dicom.tasks`` (which
+imports the services whose functions are the job bodies). Each job body module registers with
+:func:`register_give_up` how to give up its work when its job is abandoned, so the reaper
+(``dicom.services.jobs``) does not import the job bodies either. This module imports no service.
+
+Written against django-tasks-db 0.13.0 (django-tasks 0.12.0). Beyond the public ``Task.enqueue``,
+it relies on these internals, to be checked on every upgrade:
+
+- the ``DBTaskResult`` model (``django_tasks_db.models``) and its fields ``status`` (``READY``,
+  ``RUNNING``, ``FAILED``, ...), ``worker_ids`` (the ids of the workers that claimed the job, one
+  per claim, appended by ``DBTaskResult.claim``), ``started_at``, ``finished_at``, ``run_after``,
+  ``args_kwargs`` (``{"args": [...], "kwargs": {...}}``), ``task_path``, ``exception_class_path``
+  (``module.QualName`` of what the job raised), ``traceback`` and ``return_value``;
+- that its worker claims a READY job whose ``run_after`` has passed with
+  ``select_for_update(skip_locked=True)``, so a job set back to READY is simply taken again;
+- ``django_tasks_db.management.commands.db_worker``: its ``Worker`` (constructor keywords,
+  ``worker_id``, ``run()``, and ``run_task(db_task_result)``, which leaves the row FAILED when the
+  task raised), and its ``Command``, whose ``handle`` builds the worker from the module-level
+  name ``Worker``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db.models import Exists, OuterRef
+from django.utils.module_loading import import_string
+from django_tasks_db.management.commands import db_worker
+from django_tasks_db.models import DBTaskResult
+
+READY, RUNNING, FAILED = "READY", "RUNNING", "FAILED"
+
+# The jobs of the dicom app, by the path of their task in ``dicom.tasks``.
+ANONYMIZE_FILE = "dicom.tasks.anonymize_file_task"
+ANONYMIZE_BULK_ITEMS = "dicom.tasks.anonymize_bulk_items_task"
+
+GiveUpHandler = Callable[[list, str], None]
+_give_up_handlers: dict[str, GiveUpHandler] = {}
+
+
+@dataclass(frozen=True)
+class Job:
+    """What the reaper and the retry policy need to know of one job row (plain values)."""
+
+    id: str
+    task_path: str
+    args: list
+    worker_ids: tuple[str, ...]
+    started_at: datetime | None
+    exception_class_path: str = ""
+
+    @property
+    def attempts(self) -> int:
+        """How often the job was claimed: a crash and an exception both count."""
+        return len(self.worker_ids)
+
+    @property
+    def last_worker(self) -> str | None:
+        return self.worker_ids[-1] if self.worker_ids else None
+
+    @property
+    def error_name(self) -> str:
+        """The class name of what the job last raised, or ``"error"`` when none is recorded."""
+        return self.exception_class_path.rsplit(".", 1)[-1] or "error"
+
+
+def _job(row: DBTaskResult) -> Job:
+    return Job(
+        id=str(row.pk),
+        task_path=row.task_path,
+        args=list(row.args_kwargs.get("args", [])),
+        worker_ids=tuple(row.worker_ids),
+        started_at=row.started_at,
+        exception_class_path=row.exception_class_path,
+    )
+
+
+# --- enqueueing and giving up ---------------------------------------------------------------
+
+
+def enqueue(task_path: str, *args: object) -> str:
+    """Enqueue the task at ``task_path`` with JSON ``args``; return the job's id.
+
+    The job row is written in the caller's transaction (the queue lives in the same database), so
+    the job exists if and only if the caller's writes commit.
+    """
+    return str(import_string(task_path).enqueue(*args).id)
+
+
+def register_give_up(task_path: str, handler: GiveUpHandler) -> None:
+    """Say how to give up the work of jobs of ``task_path``: ``handler(args, detail)``.
+
+    Called by each job body module at import; ``DicomConfig.ready`` imports ``dicom.tasks``, and
+    with it every job body, so every process knows every handler before its first reap.
+    """
+    _give_up_handlers[task_path] = handler
+
+
+def give_up_handler(task_path: str) -> GiveUpHandler | None:
+    return _give_up_handlers.get(task_path)
+
+
+# --- job rows -------------------------------------------------------------------------------
+
+
+def locked_running_jobs() -> list[Job]:
+    """The RUNNING jobs, their rows locked (``skip_locked``): call inside ``transaction.atomic``."""
+    return [
+        _job(row) for row in DBTaskResult.objects.filter(status=RUNNING).select_for_update(skip_locked=True)
+    ]
+
+
+def requeue(job_id: str) -> None:
+    """Put a job back to READY, to be claimed again at once."""
+    DBTaskResult.objects.filter(pk=job_id).update(status=READY, started_at=None)
+
+
+def retry_later(job_id: str, *, run_after: datetime) -> None:
+    """Put a FAILED job back to READY, to be claimed again once ``run_after`` has passed."""
+    DBTaskResult.objects.filter(pk=job_id, status=FAILED).update(
+        status=READY, run_after=run_after, started_at=None, finished_at=None
+    )
+
+
+def mark_failed(job_id: str, *, error: type[BaseException], detail: str, now: datetime) -> None:
+    """End a job FAILED as if it had raised ``error(detail)`` (for a job no worker finished)."""
+    DBTaskResult.objects.filter(pk=job_id).update(
+        status=FAILED,
+        finished_at=now,
+        exception_class_path=f"{error.__module__}.{error.__qualname__}",
+        traceback=f"{error.__name__}: {detail}",
+        return_value=None,
+    )
+
+
+def live_job(job_id: OuterRef) -> Exists:
+    """True (in a query) while the job ``job_id`` refers to is READY or RUNNING."""
+    return Exists(DBTaskResult.objects.filter(pk=job_id, status__in=[READY, RUNNING]))
+
+
+# --- the worker -----------------------------------------------------------------------------
+
+
+class QueueWorker(db_worker.Worker):
+    """django-tasks-db's worker, telling :meth:`job_failed` about every job that raised."""
+
+    def run_task(self, db_task_result: DBTaskResult) -> None:
+        super().run_task(db_task_result)
+        if db_task_result.status == FAILED:
+            self.job_failed(_job(db_task_result))
+
+    def job_failed(self, job: Job) -> None:
+        """Called after ``job`` raised and was marked FAILED; the default does nothing."""
+
+
+class WorkerCommand(db_worker.Command):
+    """django-tasks-db's ``db_worker`` command (same options), running ``worker_class``."""
+
+    worker_class: type[QueueWorker] = QueueWorker
+
+    def handle(self, *args, **options) -> None:
+        # The parent builds its worker by the module-level name; point it at ours for this call.
+        original = db_worker.Worker
+        db_worker.Worker = self.worker_class
+        try:
+            super().handle(*args, **options)
+        finally:
+            db_worker.Worker = original
