@@ -7,7 +7,7 @@ from django.http import HttpRequest, StreamingHttpResponse
 from django.urls import path
 
 from audit.models import AuditLog
-from audit.services import Actor, record
+from audit.services import Actor, operation
 
 CSV_COLUMNS = (
     "timestamp",
@@ -19,6 +19,7 @@ CSV_COLUMNS = (
     "client_address",
     "reason",
     "request_id",
+    "count",
 )
 
 
@@ -94,16 +95,10 @@ class AuditLogAdmin(admin.ModelAdmin):
         """The rows the changelist shows with the same query string (filters, search, ordering), all pages."""
         if not self.has_view_permission(request):
             raise PermissionDenied
-        changelist = self.get_changelist_instance(request)
-        queryset = changelist.queryset
-        count = queryset.count()
-        record(
-            actor=Actor(user=request.user, client_address=request.META.get("REMOTE_ADDR") or None),
-            action=AuditLog.Action.EXPORT,
-            success=True,
-            status_code=200,
-            reason=f"audit trail CSV export of {count} rows",
-        )
+        actor = Actor(user=request.user, client_address=request.META.get("REMOTE_ADDR") or None)
+        with operation(actor=actor, action=AuditLog.Action.EXPORT) as op:
+            queryset = self.get_changelist_instance(request).queryset
+            op.reason = f"audit trail CSV export of {queryset.count()} rows"
         return csv_response(self._rows(queryset), filename="audit-trail.csv")
 
     @staticmethod

@@ -28,16 +28,17 @@ from pydicom.uid import UID
 
 from audit.admin import csv_response
 from audit.models import AuditLog
-from audit.services import Actor, record
+from audit.services import Actor, operation
 from dicom.access import PATIENT_DATA_KEYS as PHI_KEYS
 from dicom.access import VIEW_PHI
 from dicom.forms import DeidOptionsForm
 from dicom.models import DicomFile
-from dicom.responses import client_address, stored_file_response, visible_file_or_404
+from dicom.responses import client_address, staff_operation, stored_file_response
 from dicom.services.anonymization import request_anonymization
 from dicom.services.errors import FileNotReadyError
 from dicom.services.metadata import METADATA_KEYWORDS
 from dicom.services.previews import REGIONS_VARIANT, pixel_text_report, recorded_regions, regions_image_file
+from dicom.services.selectors import get_visible_file
 
 PHI_MASK = "•••"
 # "Anonymize selected" queues one job per file inside the request; past this many, use the command.
@@ -247,15 +248,12 @@ class DicomFileAdmin(admin.ModelAdmin):
         if dicom_file is None or not self.has_view_permission(request, dicom_file):
             return super().change_view(request, object_id, form_url, extra_context)
         show_phi = may_see_phi(request)
-        record(
-            actor=Actor(user=request.user, client_address=client_address(request)),
-            action=AuditLog.Action.VIEW,
-            success=True,
-            file_id=dicom_file.id,
-            status_code=200,
-        )
-        context = {
-            **(extra_context or {}),
+        with staff_operation(request, action=AuditLog.Action.VIEW, file_id=dicom_file.id):
+            context = self._file_context(dicom_file, show_phi=show_phi)
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), **context})
+
+    def _file_context(self, dicom_file: DicomFile, *, show_phi: bool) -> dict:
+        return {
             "preview_url": reverse("dicom-preview", args=[dicom_file.id, "full"]),
             "metadata_groups": metadata_groups(dicom_file, show_phi=show_phi),
             "phi_masked": not shows_phi(dicom_file, show_phi=show_phi),
@@ -267,31 +265,19 @@ class DicomFileAdmin(admin.ModelAdmin):
             "download_url": reverse("admin:dicom_dicomfile_download", args=[dicom_file.id]),
             "download_refusal": _download_refusal(dicom_file, show_phi=show_phi),
         }
-        return super().change_view(request, object_id, form_url, context)
 
     def download_view(self, request: HttpRequest, object_id: str):
         """Stream the stored file, as the API does; refused for an original without view_phi. Audited."""
-        actor = Actor(user=request.user, client_address=client_address(request))
         if not self.has_view_permission(request):
             raise PermissionDenied
-        dicom_file = visible_file_or_404(request, object_id, actor=actor, action=AuditLog.Action.DOWNLOAD)
-        refusal = _download_refusal(dicom_file, show_phi=may_see_phi(request))
-        if refusal:
-            status = 409 if not dicom_file.is_ready else 403
-            record(
-                actor=actor,
-                action=AuditLog.Action.DOWNLOAD,
-                success=False,
-                file_id=dicom_file.id,
-                status_code=status,
-                reason=refusal,
-            )
-            self.message_user(request, f"Not downloaded: {refusal}.", messages.ERROR)
-            return HttpResponseRedirect(reverse("admin:dicom_dicomfile_change", args=[dicom_file.id]))
-        record(
-            actor=actor, action=AuditLog.Action.DOWNLOAD, success=True, file_id=dicom_file.id, status_code=200
-        )
-        return stored_file_response(dicom_file)
+        with staff_operation(request, action=AuditLog.Action.DOWNLOAD, file_id=object_id) as op:
+            dicom_file = get_visible_file(user=request.user, file_id=object_id)
+            refusal = _download_refusal(dicom_file, show_phi=may_see_phi(request))
+            if not refusal:
+                return stored_file_response(dicom_file)
+            op.refuse(status_code=409 if not dicom_file.is_ready else 403, reason=refusal)
+        self.message_user(request, f"Not downloaded: {refusal}.", messages.ERROR)
+        return HttpResponseRedirect(reverse("admin:dicom_dicomfile_change", args=[dicom_file.id]))
 
     # --- actions ---
 
@@ -332,34 +318,27 @@ class DicomFileAdmin(admin.ModelAdmin):
     def _anonymize(self, request: HttpRequest, queryset: QuerySet, options) -> tuple[int, int]:
         actor = Actor(user=request.user, client_address=client_address(request))
         queued = skipped = 0
-        for source in queryset.order_by("created_at"):
-            try:
-                request_anonymization(actor=actor, source=source, options=options)  # audits each
-            except FileNotReadyError:
-                skipped += 1
-            else:
-                queued += 1
-        record(
-            actor=actor,
-            action=AuditLog.Action.BULK_ANONYMIZE,
-            success=queued > 0,
-            status_code=200,
-            reason=f"admin action: {queued} queued, {skipped} skipped",
-        )
+        with operation(actor=actor, action=AuditLog.Action.BULK_ANONYMIZE) as op:
+            for source in queryset.order_by("created_at"):
+                try:
+                    request_anonymization(actor=actor, source=source, options=options)  # audits each
+                except FileNotReadyError:
+                    skipped += 1
+                else:
+                    queued += 1
+            op.reason = f"admin action: {queued} queued, {skipped} skipped"
+            if not queued:
+                op.refuse(status_code=200, reason=op.reason)
         return queued, skipped
 
     @admin.action(description="Export selected files as CSV", permissions=["view"])
     def export_selected_csv(self, request: HttpRequest, queryset: QuerySet):
         """One CSV row per file; patient IDs of originals masked without view_phi. Audited as one row."""
         show_phi = may_see_phi(request)
-        count = queryset.count()
-        record(
-            actor=Actor(user=request.user, client_address=client_address(request)),
-            action=AuditLog.Action.EXPORT,
-            success=True,
-            status_code=200,
-            reason=f"admin CSV export of {count} files" + (" with patient IDs" if show_phi else ""),
-        )
+        with staff_operation(request, action=AuditLog.Action.EXPORT) as op:
+            op.reason = f"admin CSV export of {queryset.count()} files" + (
+                " with patient IDs" if show_phi else ""
+            )
         rows = _file_rows(queryset.select_related("owner").order_by("-created_at"), show_phi=show_phi)
         return csv_response(rows, filename="dicom-files.csv")
 

@@ -1,14 +1,15 @@
 """Web-layer helpers shared by the API and the staff views (they use django.http, so not services)."""
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django.http import FileResponse, Http404, HttpRequest
 
-from audit.services import Actor, record
+from audit.services import Actor, Operation, operation
 from dicom.models import DicomFile
 from dicom.services import storage
 from dicom.services.errors import FileNotFoundInServiceError
-from dicom.services.selectors import get_visible_file
 
 
 def client_address(request: HttpRequest) -> str | None:
@@ -37,17 +38,16 @@ def uuid_or_none(raw: str | None) -> uuid.UUID | None:
         return None
 
 
-def visible_file_or_404(request: HttpRequest, file_id: str, *, actor: Actor, action: str) -> DicomFile:
-    """The file the staff views act on, or an audited refusal and Django's 404 (missing or not theirs)."""
+@contextmanager
+def staff_operation(request: HttpRequest, *, action: str, file_id: object = None) -> Iterator[Operation]:
+    """One audited operation of a staff view (admin, previews), by the logged-in user.
+
+    A file the user may not see (``FileNotFoundInServiceError`` inside) is audited as a refusal
+    and answered with Django's 404, the same for missing and forbidden.
+    """
+    actor = Actor(user=request.user, client_address=client_address(request))
     try:
-        return get_visible_file(user=request.user, file_id=file_id)
+        with operation(actor=actor, action=action, file_id=uuid_or_none(str(file_id or ""))) as op:
+            yield op
     except FileNotFoundInServiceError as error:
-        record(
-            actor=actor,
-            action=action,
-            success=False,
-            file_id=uuid_or_none(file_id),
-            status_code=404,
-            reason=error.detail,
-        )
         raise Http404(error.detail) from None

@@ -1,7 +1,8 @@
 """Views outside the API: the preview image of a file, as the admin's pages show it.
 
 Thin: the access rule is the API's (``selectors.get_visible_file``), the patient data rule is the
-``dicom.view_phi`` permission, the image comes from ``services.previews``.
+``dicom.view_phi`` permission, the audit row comes from ``responses.staff_operation``, the image
+from ``services.previews``.
 """
 
 from django.contrib.auth.decorators import login_required
@@ -9,10 +10,10 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 
 from audit.models import AuditLog
-from audit.services import Actor, record
+from audit.services import Operation
 from dicom.access import VIEW_PHI
 from dicom.models import DicomFile
-from dicom.responses import client_address, visible_file_or_404
+from dicom.responses import staff_operation
 from dicom.services.previews import (
     PREVIEW_VARIANTS,
     REGIONS_VARIANT,
@@ -21,6 +22,7 @@ from dicom.services.previews import (
     get_regions_preview,
     regions_image_file,
 )
+from dicom.services.selectors import get_visible_file
 
 
 @require_GET
@@ -32,29 +34,23 @@ def preview(request: HttpRequest, file_id: str, variant: str) -> HttpResponse:
     every refusal. Thumbnails of de-identified files are not, or each list page would add a row per file.
     The ``regions`` variant is always audited, see :func:`_regions_preview`.
     """
-    actor = Actor(user=request.user, client_address=client_address(request))
     if variant not in PREVIEW_VARIANTS:
         raise Http404("no such preview")
-    dicom_file = visible_file_or_404(request, file_id, actor=actor, action=AuditLog.Action.PREVIEW)
-    if variant == REGIONS_VARIANT:
-        return _regions_preview(request, dicom_file, actor=actor)
-
-    result = get_preview(
-        dicom_file=dicom_file, variant=variant, show_original=request.user.has_perm(VIEW_PHI)
-    )
-    if variant == "full" or (result.is_image and not dicom_file.anonymized):
-        record(
-            actor=actor,
-            action=AuditLog.Action.PREVIEW,
-            success=result.is_image,
-            file_id=dicom_file.id,
-            status_code=200,
-            reason="" if result.is_image else f"{variant} preview not shown: {result.kind}",
+    with staff_operation(request, action=AuditLog.Action.PREVIEW, file_id=file_id) as op:
+        dicom_file = get_visible_file(user=request.user, file_id=file_id)
+        if variant == REGIONS_VARIANT:
+            return _regions_preview(request, dicom_file, op=op)
+        result = get_preview(
+            dicom_file=dicom_file, variant=variant, show_original=request.user.has_perm(VIEW_PHI)
         )
-    return _png_response(result)
+        if not (variant == "full" or (result.is_image and not dicom_file.anonymized)):
+            op.discard()
+        elif not result.is_image:
+            op.refuse(status_code=200, reason=f"{variant} preview not shown: {result.kind}")
+        return _png_response(result)
 
 
-def _regions_preview(request: HttpRequest, dicom_file: DicomFile, *, actor: Actor) -> HttpResponse:
+def _regions_preview(request: HttpRequest, dicom_file: DicomFile, *, op: Operation) -> HttpResponse:
     """The full-size image with the burned-in text regions of ``dicom_file`` outlined. Always audited.
 
     A failed job's regions are drawn on its source's image, so the user must be able to see the
@@ -63,21 +59,14 @@ def _regions_preview(request: HttpRequest, dicom_file: DicomFile, *, actor: Acto
     """
     image_file = regions_image_file(dicom_file)
     if image_file is not None and image_file.pk != dicom_file.pk:
-        visible_file_or_404(request, str(image_file.pk), actor=actor, action=AuditLog.Action.PREVIEW)
+        op.file_id = image_file.id  # a refusal names the file the user could not see
+        get_visible_file(user=request.user, file_id=image_file.pk)
     result = get_regions_preview(dicom_file=dicom_file, show_original=request.user.has_perm(VIEW_PHI))
-    shows_source = result.is_image and image_file is not None and image_file.pk != dicom_file.pk
-    if shows_source:
-        reason = f"{REGIONS_VARIANT} preview of failed job {dicom_file.id}"
-    else:
-        reason = "" if result.is_image else f"{REGIONS_VARIANT} preview not shown: {result.kind}"
-    record(
-        actor=actor,
-        action=AuditLog.Action.PREVIEW,
-        success=result.is_image,
-        file_id=image_file.id if shows_source else dicom_file.id,
-        status_code=200,
-        reason=reason,
-    )
+    if not result.is_image:
+        op.file_id = dicom_file.id
+        op.refuse(status_code=200, reason=f"{REGIONS_VARIANT} preview not shown: {result.kind}")
+    elif image_file is not None and image_file.pk != dicom_file.pk:
+        op.reason = f"{REGIONS_VARIANT} preview of failed job {dicom_file.id}"
     return _png_response(result)
 
 

@@ -32,39 +32,44 @@ def _flatten(detail) -> str:
     return str(detail)
 
 
+def describe(exc: BaseException) -> tuple[int, str]:
+    """The status code and the one-string detail the API answers for ``exc``; also the audit row's.
+
+    Anything that is not the domain's or DRF's own error is a bug: 500 and a detail that says so.
+    """
+    if isinstance(exc, DicomServiceError):
+        return exc.status_code, exc.detail
+    if isinstance(exc, Http404):
+        return status.HTTP_404_NOT_FOUND, "not found"
+    if isinstance(exc, PermissionDenied):
+        return status.HTTP_403_FORBIDDEN, "permission denied"
+    if isinstance(exc, RequestDataTooBig):
+        return (
+            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            f"the form fields exceed {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes (the file part is not counted)",
+        )
+    if isinstance(exc, TooManyFilesSent):
+        return status.HTTP_400_BAD_REQUEST, f"more than {settings.DATA_UPLOAD_MAX_NUMBER_FILES} file parts"
+    if isinstance(exc, TooManyFieldsSent):
+        return status.HTTP_400_BAD_REQUEST, f"more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} form fields"
+    if isinstance(exc, SuspiciousOperation):
+        return status.HTTP_400_BAD_REQUEST, "the request is malformed"
+    if isinstance(exc, exceptions.APIException):
+        return exc.status_code, _flatten(exc.detail)
+    return status.HTTP_500_INTERNAL_SERVER_ERROR, "internal server error"
+
+
 def exception_handler(exc, context):
     """Map the domain's and DRF's errors onto ``{"detail": ...}`` with the right status code."""
+    code, detail = describe(exc)
     headers = {}
-    if isinstance(exc, DicomServiceError):
-        code, detail = exc.status_code, exc.detail
-    elif isinstance(exc, Http404):
-        code, detail = status.HTTP_404_NOT_FOUND, "not found"
-    elif isinstance(exc, PermissionDenied):
-        code, detail = status.HTTP_403_FORBIDDEN, "permission denied"
-    elif isinstance(exc, RequestDataTooBig):
-        code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-        detail = f"the form fields exceed {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes (the file part is not counted)"
-    elif isinstance(exc, TooManyFilesSent):
-        code, detail = (
-            status.HTTP_400_BAD_REQUEST,
-            f"more than {settings.DATA_UPLOAD_MAX_NUMBER_FILES} file parts",
-        )
-    elif isinstance(exc, TooManyFieldsSent):
-        code, detail = (
-            status.HTTP_400_BAD_REQUEST,
-            f"more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} form fields",
-        )
-    elif isinstance(exc, SuspiciousOperation):
-        code, detail = status.HTTP_400_BAD_REQUEST, "the request is malformed"
-    elif isinstance(exc, exceptions.APIException):
-        code, detail = exc.status_code, _flatten(exc.detail)
+    if isinstance(exc, exceptions.APIException):
         if getattr(exc, "auth_header", None):
             headers["WWW-Authenticate"] = exc.auth_header
         if getattr(exc, "wait", None):
             headers["Retry-After"] = str(int(exc.wait))
-    else:
+    if code == status.HTTP_500_INTERNAL_SERVER_ERROR:
         # A bug, never the client's fault; the traceback goes to the log, not to the client.
         logger.exception("unhandled error in %s", context["view"].__class__.__name__)
-        code, detail = status.HTTP_500_INTERNAL_SERVER_ERROR, "internal server error"
     set_rollback()
     return Response({"detail": detail}, status=code, headers=headers)

@@ -1,5 +1,7 @@
 """The REST API of SEED-API.md: thin views that validate input, call one service, and answer."""
 
+import functools
+
 from django.conf import settings
 from django.http import FileResponse
 from rest_framework import viewsets
@@ -9,8 +11,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from audit.models import AuditLog
-from audit.services import Actor, record
+from audit.services import Actor, operation, refused
 from dicom import access
+from dicom.api.errors import describe
 from dicom.api.serializers import DeidOptionsSerializer, UploadSerializer
 from dicom.models import DicomFile
 from dicom.responses import client_address, stored_file_response, uuid_or_none
@@ -29,6 +32,28 @@ class BoundedJSONParser(JSONParser):
             return super().parse(stream, media_type, parser_context)
         except RecursionError:
             raise ParseError("JSON parse error - nested too deeply") from None
+
+
+def audited(action: str):
+    """Audit the decorated API action as one operation (``audit.services.operation``).
+
+    Services it calls that audit the same action join it, so each request writes one row: the
+    service's success row inside its transaction, or this one's. HEAD reads nothing of a file: it
+    is not audited (OPTIONS has its own handler, never decorated).
+    """
+
+    def decorate(method):
+        @functools.wraps(method)
+        def handler(self, request, *args, **kwargs):
+            if request.method == "HEAD":
+                return method(self, request, *args, **kwargs)
+            file_id = uuid_or_none(kwargs.get("file_id"))
+            with operation(actor=self.actor(), action=action, file_id=file_id, describe=describe):
+                return method(self, request, *args, **kwargs)
+
+        return handler
+
+    return decorate
 
 
 class DicomViewSet(viewsets.ViewSet):
@@ -51,6 +76,23 @@ class DicomViewSet(viewsets.ViewSet):
             self._actor = Actor(user=user, client_address=client_address(self.request))
         return self._actor
 
+    def initial(self, request, *args, **kwargs):
+        """Authentication, permissions and throttling; a request they refuse is audited here."""
+        try:
+            super().initial(request, *args, **kwargs)
+        except Exception as error:
+            action = self.audit_actions.get(getattr(self, "action", None) or "")
+            if action is not None and request.method not in ("OPTIONS", "HEAD"):
+                refused(
+                    actor=self.actor(),
+                    action=action,
+                    error=error,
+                    file_id=uuid_or_none(kwargs.get("file_id")),
+                    describe=describe,
+                )
+            raise
+
+    @audited(AuditLog.Action.UPLOAD)
     def upload(self, request: Request) -> Response:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
         if declared > settings.DICOM_MAX_UPLOAD_SIZE + 64 * 1024:
@@ -71,7 +113,6 @@ class DicomViewSet(viewsets.ViewSet):
             ),
             actor=self.actor(),
         )
-        self._audited = True
         return Response(
             {
                 "message": "DICOM file processed successfully",
@@ -81,12 +122,14 @@ class DicomViewSet(viewsets.ViewSet):
             }
         )
 
+    @audited(AuditLog.Action.METADATA)
     def metadata(self, request: Request, file_id: str) -> Response:
         dicom_file = self._get_file(file_id)
         if dicom_file.status != DicomFile.Status.COMPLETED:
             raise FileNotReadyError(f"file is {dicom_file.status}: its metadata is not available yet")
         return Response(access.masked_metadata(request.user, dicom_file, file_metadata(dicom_file)))
 
+    @audited(AuditLog.Action.ANONYMIZE)
     def anonymize(self, request: Request, file_id: str) -> Response:
         source = self._get_file(file_id)
         if not access.may_queue_deidentification(request.user, source):
@@ -99,7 +142,6 @@ class DicomViewSet(viewsets.ViewSet):
         derived = request_anonymization(
             actor=self.actor(), source=source, options=serializer.validated_data["options"]
         )
-        self._audited = True
         return Response(
             {
                 "message": "DICOM file queued for anonymization",
@@ -109,6 +151,7 @@ class DicomViewSet(viewsets.ViewSet):
             }
         )
 
+    @audited(AuditLog.Action.DOWNLOAD)
     def download(self, request: Request, file_id: str) -> FileResponse:
         dicom_file = self._get_file(file_id)
         if not access.may_see_patient_data(request.user, dicom_file):
@@ -123,6 +166,7 @@ class DicomViewSet(viewsets.ViewSet):
             )
         return stored_file_response(dicom_file)
 
+    @audited(AuditLog.Action.STATUS)
     def status(self, request: Request, file_id: str) -> Response:
         dicom_file = self._get_file(file_id)
         body = {"status": dicom_file.status, "file_id": str(dicom_file.id)}
@@ -134,22 +178,3 @@ class DicomViewSet(viewsets.ViewSet):
 
     def _get_file(self, file_id: str) -> DicomFile:
         return get_visible_file(user=self.request.user, file_id=file_id)
-
-    def finalize_response(self, request, response, *args, **kwargs):
-        response = super().finalize_response(request, response, *args, **kwargs)
-        action = self.audit_actions.get(getattr(self, "action", None) or "")
-        # OPTIONS and HEAD read nothing of a file: they are not audited as reads of it.
-        if request.method in ("OPTIONS", "HEAD"):
-            action = None
-        if action is not None and not getattr(self, "_audited", False):
-            failed = response.status_code >= 400
-            detail = response.data.get("detail", "") if failed and isinstance(response.data, dict) else ""
-            record(
-                actor=self.actor(),
-                action=action,
-                success=not failed,
-                file_id=uuid_or_none(kwargs.get("file_id")),
-                status_code=response.status_code,
-                reason=str(detail),
-            )
-        return response

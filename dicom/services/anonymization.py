@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import transaction
 
 from audit.models import AuditLog
-from audit.services import Actor, record
+from audit.services import Actor, operation, record_event
 from dicom.models import DicomFile
 from dicom.services import storage, task_queue
 from dicom.services.deid import DeidOptions, deidentify_file
@@ -34,29 +34,23 @@ def request_anonymization(*, actor: Actor, source: DicomFile, options: DeidOptio
 
     Raises ``FileNotReadyError`` when the source has no stored content (processing or failed).
     """
-    if not source.is_ready:
-        raise FileNotReadyError(
-            f"file {source.id} is {source.status}: only a completed file can be anonymized"
-        )
-    with transaction.atomic():
-        derived = DicomFile.objects.create(
-            owner=actor.user if actor.user is not None and actor.user.is_authenticated else None,
-            source=source,
-            status=DicomFile.Status.PROCESSING,
-            anonymized=True,
-            study_type=source.study_type,
-            deid_options=options.to_names(),
-        )
-        task_queue.enqueue(task_queue.ANONYMIZE_FILE, str(derived.id))
-        # Audited against the file whose data is read (the source), naming the file it becomes.
-        record(
-            actor=actor,
-            action=AuditLog.Action.ANONYMIZE,
-            success=True,
-            file_id=source.id,
-            status_code=200,
-            reason=f"queued as derived file {derived.id}",
-        )
+    # Audited against the file whose data is read (the source), naming the file it becomes.
+    with operation(actor=actor, action=AuditLog.Action.ANONYMIZE, file_id=source.id) as op:
+        if not source.is_ready:
+            raise FileNotReadyError(
+                f"file {source.id} is {source.status}: only a completed file can be anonymized"
+            )
+        with transaction.atomic():
+            derived = DicomFile.objects.create(
+                owner=actor.user if actor.user is not None and actor.user.is_authenticated else None,
+                source=source,
+                status=DicomFile.Status.PROCESSING,
+                anonymized=True,
+                study_type=source.study_type,
+                deid_options=options.to_names(),
+            )
+            task_queue.enqueue(task_queue.ANONYMIZE_FILE, str(derived.id))
+            op.succeed(reason=f"queued as derived file {derived.id}")
     return derived
 
 
@@ -151,7 +145,7 @@ def _produce(dicom_file: DicomFile, key: str) -> None:
             failure_detail="",
         )
         if updated:
-            record(
+            record_event(
                 actor=_job_actor(dicom_file), action=AuditLog.Action.JOB, success=True, file_id=dicom_file.id
             )
 
@@ -165,7 +159,7 @@ def _fail(dicom_file: DicomFile, detail: str, *, report: dict | None = None) -> 
             **changes
         )
         if updated:
-            record(
+            record_event(
                 actor=_job_actor(dicom_file),
                 action=AuditLog.Action.JOB,
                 success=False,

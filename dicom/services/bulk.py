@@ -37,7 +37,7 @@ from django.db.models import Count, Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from audit.models import AuditLog
-from audit.services import Actor, record, record_many
+from audit.services import Actor, record_event, record_many
 from audit.services import entry as audit_entry
 from dicom.models import BulkItem, BulkRun, DicomFile
 from dicom.services import storage, task_queue
@@ -395,7 +395,7 @@ def grouped_reasons(run: BulkRun, status: str) -> list[tuple[str, int]]:
 
 def record_summary(*, run: BulkRun, actor: Actor, counts: RunCounts, done_now: int, skipped: int) -> None:
     """The run's one summary audit row: counts and the run id, never a path or a patient value."""
-    record(
+    record_event(
         actor=actor,
         action=AuditLog.Action.BULK_ANONYMIZE,
         success=counts.failed == 0,

@@ -13,7 +13,8 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 
-from audit.services import Actor, record
+from audit.models import AuditLog
+from audit.services import Actor, Operation, operation
 from dicom.models import DicomFile
 from dicom.services import storage
 from dicom.services.deid import DeidOptions, deidentify_file
@@ -55,13 +56,20 @@ def validate_staged(path: Path):
     )
 
 
-def ingest_file(*, request: IngestRequest, actor: Actor, audit_action: str = "upload") -> DicomFile:
+def ingest_file(*, request: IngestRequest, actor: Actor) -> DicomFile:
     """Validate, optionally de-identify, store and record one staged file; return its row.
 
     The staged file is consumed (moved into storage, or deleted when it held an original that was
     de-identified). Raises ``DicomServiceError`` subclasses for bad input; nothing is stored or
     committed then. With ``anonymize`` the original never reaches storage or the database.
+    Audited as one ``upload`` operation: the success row commits with the file's row; a refusal
+    is audited after everything was undone.
     """
+    with operation(actor=actor, action=AuditLog.Action.UPLOAD) as op:
+        return _ingest(request=request, actor=actor, op=op)
+
+
+def _ingest(*, request: IngestRequest, actor: Actor, op: Operation) -> DicomFile:
     staged = Path(request.staged_path)
     produced: Path | None = None
     stored_key = ""
@@ -94,7 +102,7 @@ def ingest_file(*, request: IngestRequest, actor: Actor, audit_action: str = "up
         dicom_file.storage_key, dicom_file.size, dicom_file.sha256 = stored.key, stored.size, stored.sha256
         with transaction.atomic():
             dicom_file.save(force_insert=True)
-            record(actor=actor, action=audit_action, success=True, file_id=dicom_file.id, status_code=200)
+            op.succeed(file_id=dicom_file.id)
     except BaseException:
         if stored_key:
             storage.delete(stored_key)

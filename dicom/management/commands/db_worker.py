@@ -11,6 +11,7 @@ import threading
 from django.conf import settings
 from django.db import close_old_connections, connection
 
+from audit.services import flush_tallies
 from dicom.services import jobs, storage, task_queue
 
 logger = logging.getLogger(__name__)
@@ -19,7 +20,8 @@ logger = logging.getLogger(__name__)
 class SurvivingWorker(task_queue.QueueWorker):
     """A worker that beats while it lives and takes back the jobs of workers that died.
 
-    The heartbeat thread also runs the reaper, so abandoned jobs are taken back whether this
+    The heartbeat thread also runs the reaper (and the staging sweep and the flush of refusal
+    tallies), so abandoned jobs are taken back whether this
     worker is idle or busy with a long job. A job that raised is queued again with a delay until
     ``DICOM_JOB_MAX_ATTEMPTS``, then given up with its reason.
     """
@@ -49,6 +51,8 @@ class SurvivingWorker(task_queue.QueueWorker):
                 jobs.beat(worker_id=self.worker_id)
                 jobs.reap_abandoned_jobs()
                 storage.sweep_staging(older_than_seconds=settings.DICOM_STAGING_MAX_AGE_SECONDS)
+                # Refusal tallies of minutes that are over reach the trail even when no request comes.
+                flush_tallies()
             except Exception:
                 # A database hiccup must not kill the heartbeat; the next beat tries again.
                 logger.exception("worker %s: heartbeat failed", self.worker_id)

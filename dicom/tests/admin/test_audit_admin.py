@@ -8,7 +8,7 @@ import pytest
 from django.test import Client
 
 from audit.models import AuditLog
-from audit.services import Actor, record
+from audit.services import Actor, record_event
 
 pytestmark = pytest.mark.django_db
 
@@ -26,17 +26,17 @@ def superuser_client(django_user_model) -> Client:
 @pytest.fixture
 def rows(user, other_user):
     file_id = uuid.uuid4()
-    record(
+    record_event(
         actor=Actor(user=user), action=AuditLog.Action.UPLOAD, success=True, file_id=file_id, status_code=200
     )
-    record(
+    record_event(
         actor=Actor(user=user),
         action=AuditLog.Action.DOWNLOAD,
         success=False,
         status_code=409,
         reason="=cmd|x",
     )
-    record(actor=Actor(user=other_user), action=AuditLog.Action.UPLOAD, success=False, status_code=400)
+    record_event(actor=Actor(user=other_user), action=AuditLog.Action.UPLOAD, success=False, status_code=400)
     return file_id
 
 
@@ -86,6 +86,7 @@ def test_csv_export_has_exactly_the_filtered_rows_and_is_audited(superuser_clien
         "client_address",
         "reason",
         "request_id",
+        "count",
     ]
     assert sorted((r[1], r[3]) for r in exported[1:]) == [("alice", "True"), ("bob", "False")]
     assert str(rows) in {r[5] for r in exported[1:]}

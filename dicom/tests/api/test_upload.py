@@ -6,6 +6,7 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
 from audit.models import AuditLog
+from audit.services import flush_tallies
 from dicom.models import DicomFile
 from dicom.services import storage
 from dicom.tests.services import dicom_builders
@@ -232,8 +233,12 @@ def test_upload_requires_credentials(client, storage_root):
     assert response.headers["WWW-Authenticate"].startswith("Token")
     assert DicomFile.objects.count() == 0
     assert stored_files(storage_root) == []
+    # Unauthenticated: tallied for the minute, written as one row with its count once it is over.
+    assert not AuditLog.objects.exists()
+    flush_tallies(everything=True)
     audit = AuditLog.objects.get()
     assert (audit.action, audit.success, audit.status_code, audit.user) == ("upload", False, 401, None)
+    assert audit.count == 1
 
 
 def test_a_wrong_token_is_a_401(client):
