@@ -10,10 +10,10 @@ WEB_THREADS=${WEB_THREADS:-2}
 # with patient data among them).
 "$BIN/python" manage.py sweep_staging --all >/dev/null
 
-"$BIN/gunicorn" dicomsite.wsgi:application \
+"$BIN/gunicorn" dicomsite.wsgi:application --config dicomsite/gunicorn.conf.py \
   --bind "127.0.0.1:$PORT" \
   --workers "$WEB_WORKERS" --worker-class gthread --threads "$WEB_THREADS" \
-  --no-control-socket --timeout 300 --access-logfile - &
+  --timeout 300 &
 web=$!
 "$BIN/python" manage.py db_worker --no-reload &
 worker=$!

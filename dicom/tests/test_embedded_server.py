@@ -135,3 +135,29 @@ def test_six_clients_uploading_while_the_worker_writes_all_succeed(embedded_serv
                 pending.discard(file_id)
         time.sleep(0.3)
     assert not pending, f"{len(pending)} anonymization jobs did not complete"
+
+
+def test_the_access_log_keeps_no_query_string_or_referer(embedded_server, tmp_path):
+    """An admin search by patient ID (``?q=``) never reaches the server's log, nor does a Referer."""
+    port, token = embedded_server
+    typed = "PATIENT-ID-4711"
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request(
+        "GET",
+        f"/admin/dicom/dicomfile/?q={typed}",
+        headers={"Referer": f"http://127.0.0.1:{port}/admin/audit/auditlog/?q={typed}"},
+    )
+    assert conn.getresponse().read() is not None
+    conn.request(
+        "GET", f"/api/dicom/status/{uuid.uuid4()}?q={typed}", headers={"Authorization": f"Token {token}"}
+    )
+    assert conn.getresponse().status == 404
+    conn.close()
+    log = tmp_path / "server.log"
+    deadline = time.monotonic() + 10
+    while "/api/dicom/status/" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    text = log.read_text()
+    assert '"GET /admin/dicom/dicomfile/ HTTP/1.1" 302' in text
+    assert "/api/dicom/status/" in text
+    assert typed not in text
