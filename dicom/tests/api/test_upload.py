@@ -412,4 +412,14 @@ def test_request_size_guards_answer_4xx_with_a_detail_never_500(api, storage_roo
     deep = "[" * 100_000 + "]" * 100_000
     nested = api.generic("POST", f"/api/dicom/anonymize/{file_id}", deep, content_type="application/json")
     assert nested.status_code == 400 and "nested too deeply" in nested.json()["detail"]
-    assert DicomFile.objects.count() == 1
+
+    # Bodies that are not multipart, 3 MB: JSON and a urlencoded form.
+    big_json = '{"options": ["' + "a" * 3_000_000 + '"]}'
+    too_big = api.generic(
+        "POST", f"/api/dicom/anonymize/{file_id}", big_json, content_type="application/json"
+    )
+    assert too_big.status_code == 413 and set(too_big.json()) == {"detail"}
+    form = "study_type=" + "a" * 3_000_000
+    too_big = api.generic("POST", "/api/dicom/upload", form, content_type="application/x-www-form-urlencoded")
+    assert too_big.status_code == 413 and set(too_big.json()) == {"detail"}
+    assert DicomFile.objects.count() == 1  # the one upload above; nothing queued, nothing stored
