@@ -6,6 +6,7 @@ written (or received) beside its destination and renamed into place; on S3 an ob
 once its upload completed.
 """
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -81,6 +82,25 @@ def sweep_staging(*, older_than_seconds: float) -> int:
     return removed
 
 
+def sweep_staging_of_process(*, pid: int) -> int:
+    """Remove the staged files of process ``pid``, known dead (a web worker killed mid-request).
+
+    Called by gunicorn's master when one of its workers exits: a partial original with patient
+    data goes at once, not after ``DICOM_STAGING_MAX_AGE_SECONDS``. Returns how many.
+    """
+    prefix = _staging_prefix(pid)
+    removed = 0
+    with os.scandir(staging_dir()) as entries:
+        for entry in entries:
+            if entry.name.startswith(prefix) and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed += 1
+    if removed:
+        logger.warning("removed %d staging file(s) of exited process %d", removed, pid)
+    return removed
+
+
 def sha256_of(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -125,7 +145,9 @@ def store_staged_file(*, staged_path: str | os.PathLike, key: str, sha256: str |
 
 def store_bytes(*, data: bytes, key: str) -> None:
     """Store a small derived blob (a preview PNG) under ``key``, replacing what was there."""
-    with tempfile.NamedTemporaryFile(dir=staging_dir(), delete=False) as handle:
+    with tempfile.NamedTemporaryFile(
+        dir=staging_dir(), prefix=_staging_prefix(os.getpid()), delete=False
+    ) as handle:
         handle.write(data)
     delete(key)
     store_staged_file(staged_path=handle.name, key=key)
@@ -149,7 +171,13 @@ def delete(key: str) -> None:
         default_storage.delete(key)
 
 
+def _staging_prefix(pid: int) -> str:
+    # The writing process's id leads every staged name, so the files of a process that died can be
+    # removed as soon as it is known dead (gunicorn's master, dicomsite/gunicorn.conf.py).
+    return f"p{pid}-"
+
+
 def new_staging_path(*, suffix: str = ".part") -> Path:
-    handle, name = tempfile.mkstemp(dir=staging_dir(), suffix=suffix)
+    handle, name = tempfile.mkstemp(dir=staging_dir(), prefix=_staging_prefix(os.getpid()), suffix=suffix)
     os.close(handle)
     return Path(name)

@@ -29,3 +29,13 @@ def test_the_command_removes_everything_with_all(staged, capsys):
     call_command("sweep_staging", "--all")
     assert not any(path.exists() for path in staged)
     assert "removed 2 staged file(s)" in capsys.readouterr().out
+
+
+def test_the_files_of_a_process_that_exited_go_at_once_whatever_their_age(staged):
+    mine = storage.new_staging_path()
+    assert mine.name.startswith(f"p{os.getpid()}-")
+    dead = storage.staging_dir() / "p999999999-abc.part"
+    dead.write_bytes(b"partial original of a killed worker")
+    assert storage.sweep_staging_of_process(pid=999999999) == 1
+    assert not dead.exists()
+    assert all(path.exists() for path in (*staged, mine))
