@@ -53,8 +53,13 @@ _DETAIL_MAX = BulkItem._meta.get_field("detail").max_length
 # A UID used as a path component: digits and dots only (a retained UID could hold anything).
 _UID_PATH = re.compile(r"^[0-9][0-9.]{0,63}$")
 # Items that need no more work: done, refused by the engine (the same input is refused again),
-# or not DICOM at all. Failed items are tried again by a rerun.
+# or not DICOM at all. Failed items (a bug or an outage, not the input) are tried again: by the
+# worker while their job has attempts left, by a rerun of the command.
 FINAL_STATUSES = (BulkItem.Status.DONE, BulkItem.Status.REFUSED, BulkItem.Status.NOT_DICOM)
+
+
+class BulkItemsFailedError(Exception):
+    """Raised by a queued bulk job some of whose items failed, so that the worker tries it again."""
 
 
 @dataclass(frozen=True)
@@ -420,8 +425,9 @@ def process_unit(spec: WorkSpec, unit: WorkUnit, *, options: DeidOptions, key: b
     """De-identify one source and write its output; file I/O and the engine only, no database.
 
     Input problems (``DicomServiceError``: invalid, refused, failed verification) give a
-    ``refused`` outcome with the error's PHI-free detail; anything else a ``failed`` one naming
-    only the exception class (its message could quote a value).
+    ``refused`` outcome with the error's PHI-free detail, final; anything else (a bug in the
+    engine, storage gone) a ``failed`` one naming only the exception class (its message could
+    quote a value), tried again.
     """
     if settings.DICOM_TEST_JOB_DELAY_MS:
         time.sleep(settings.DICOM_TEST_JOB_DELAY_MS / 1000)
@@ -616,7 +622,9 @@ def run_items_job(*, run_id: str, item_ids: list[int]) -> dict:
     """The body of a queued bulk job: do the unfinished ``item_ids`` of run ``run_id`` and record them.
 
     Idempotent: finished items are skipped, outputs are keyed by the items' output ids. Returns
-    the job's counts by status.
+    the job's counts by status. When an item failed (not refused), the other outcomes are recorded
+    and the job raises ``BulkItemsFailedError`` with the failed items still queued: the worker
+    tries the job again, and at ``DICOM_JOB_MAX_ATTEMPTS`` marks them failed (``give_up_items``).
     """
     run = BulkRun.objects.select_related("operator").filter(pk=run_id).first()
     if run is None:
@@ -625,7 +633,15 @@ def run_items_job(*, run_id: str, item_ids: list[int]) -> dict:
         run.items.filter(pk__in=item_ids).exclude(status__in=FINAL_STATUSES).select_related("source_file")
     )
     outcomes = process_units(work_spec(run), list(work_units(items)))
-    record_outcomes(run=run, actor=Actor(user=run.operator), outcomes=outcomes)
+    failed = [outcome for outcome in outcomes if outcome.status == BulkItem.Status.FAILED]
+    record_outcomes(
+        run=run,
+        actor=Actor(user=run.operator),
+        outcomes=[outcome for outcome in outcomes if outcome.status != BulkItem.Status.FAILED],
+    )
+    if failed:
+        reasons = ", ".join(sorted({outcome.detail for outcome in failed}))
+        raise BulkItemsFailedError(f"{len(failed)} of {len(outcomes)} items failed: {reasons}")
     return dict(Counter(outcome.status for outcome in outcomes))
 
 

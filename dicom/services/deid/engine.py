@@ -732,7 +732,9 @@ def _guarded(
 
     Malformed values (an unknown VR, text that fits no character set, file meta pydicom refuses to
     write) surface as assorted library exceptions. They become InvalidDicomError naming only the
-    exception's class: its message may quote the value.
+    exception's class: its message may quote the value. The same exception types raised by this
+    project's own code are bugs, not bad input, and propagate as they are: a caller that retries
+    failures (a job, a bulk run) tries again instead of refusing the file for good.
     """
     try:
         return function(source, destination, options=options, key=key)
@@ -741,6 +743,8 @@ def _guarded(
     except (NotImplementedError, ValueError, TypeError, AttributeError, LookupError, UnicodeError) as error:
         # Where it failed (file and line), not the message: enough to tell a library refusal from a bug.
         frame = traceback.extract_tb(error.__traceback__)[-1]
+        if _is_project_code(frame.filename):
+            raise
         logger.warning(
             "de-identification refused a malformed file: %s at %s:%s",
             type(error).__name__,
@@ -750,6 +754,14 @@ def _guarded(
         raise InvalidDicomError(
             f"the file has values that cannot be read or written ({type(error).__name__})"
         ) from None
+
+
+_PROJECT_PACKAGE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _is_project_code(filename: str) -> bool:
+    """True when ``filename`` is a module of the dicom package (not pydicom, numpy or the stdlib)."""
+    return os.path.abspath(filename).startswith(_PROJECT_PACKAGE + os.sep)
 
 
 def _read(source: object, *, stop_before_pixels: bool) -> Dataset:

@@ -1,8 +1,11 @@
-"""The bulk service: plans and fingerprints, recording outcomes once, reclaiming orphaned items."""
+"""The bulk service: plans and fingerprints, recording outcomes once, reclaiming orphaned items,
+engine bugs tried again and refusals final."""
 
+import uuid
 from pathlib import Path
 
 import pytest
+from django.core.management import call_command
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 from pydicom import dcmread
@@ -11,7 +14,8 @@ from audit.models import AuditLog
 from audit.services import Actor
 from dicom.models import BulkItem, BulkRun, DicomFile
 from dicom.services import bulk
-from dicom.services.deid import DeidOptions
+from dicom.services.deid import DeidOptions, engine
+from dicom.services.errors import DeidentificationRefusedError, DicomServiceError, InvalidDicomError
 from dicom.tests.commands.conftest import write_instance
 
 pytestmark = pytest.mark.django_db
@@ -99,3 +103,120 @@ def test_a_uid_that_is_not_a_safe_file_name_is_refused_in_directory_mode(tmp_pat
     outcome = bulk.process_unit(spec, unit, options=DeidOptions.from_names(spec.options), key=b"k" * 32)
     assert outcome.status == BulkItem.Status.REFUSED
     assert not list(Path(tmp_path / "out").rglob("*.dcm"))
+
+
+# --- bugs are failures (tried again), input problems refusals (final) --------------------------
+
+WORKER = ("db_worker", "--batch", "--no-startup-delay", "--no-reload", "--interval", "0", "--max-tasks", "1")
+
+
+def engine_raising(monkeypatch, error: Exception) -> None:
+    """Make the engine's core (called inside deidentify_file's guard) raise ``error``."""
+
+    def broken(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(engine, "deidentify_dataset", broken)
+
+
+def process_one(source: Path, *, item_id: int = 1) -> bulk.Outcome:
+    spec = bulk.WorkSpec(options=(), output_dir=None, study_type="general")
+    unit = bulk.WorkUnit(item_id=item_id, output_id=str(uuid.uuid4()), source_path=str(source))
+    return bulk.process_unit(spec, unit, options=DeidOptions(), key=b"k" * 32)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [RuntimeError("bug"), KeyError("bug"), TypeError("bug"), AttributeError("bug"), ValueError("bug")],
+)
+def test_an_engine_bug_is_a_failure_not_a_refusal(tmp_path, monkeypatch, error):
+    source = write_instance(tmp_path / "in.dcm", 11)
+    engine_raising(monkeypatch, error)
+    outcome = process_one(source)
+    assert outcome.status == BulkItem.Status.FAILED
+    assert outcome.detail == f"internal error ({type(error).__name__})"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        DeidentificationRefusedError("refused here"),
+        InvalidDicomError("refused here"),
+        DicomServiceError("refused here"),
+    ],
+)
+def test_an_engine_refusal_stays_a_refusal(tmp_path, monkeypatch, error):
+    source = write_instance(tmp_path / "in.dcm", 12)
+    engine_raising(monkeypatch, error)
+    outcome = process_one(source)
+    assert outcome.status == BulkItem.Status.REFUSED and outcome.detail == "refused here"
+
+
+@pytest.fixture
+def queued_run(user, tmp_path):
+    """A bulk run of two stored-to-be files, handed to the job queue as one job."""
+    for index in (1, 2):
+        write_instance(tmp_path / "in" / f"{index}.dcm", index)
+    run = bulk.prepare_run(
+        plan=bulk.BulkPlan(options=DeidOptions(), directory=tmp_path / "in"), operator=user
+    )
+    assert bulk.enqueue_items(run=run, chunk_size=25) == 2
+    return run
+
+
+def item_statuses(run: BulkRun) -> list[str]:
+    return sorted(run.items.values_list("status", flat=True))
+
+
+# The worker runs in-process: its heartbeat thread has its own connection, so rows must be committed.
+@pytest.mark.django_db(transaction=True)
+def test_a_queued_job_hit_by_an_engine_bug_is_tried_again_and_then_completes(
+    queued_run, monkeypatch, settings, storage_root
+):
+    settings.DICOM_JOB_RETRY_DELAY_SECONDS = 0
+    engine_raising(monkeypatch, KeyError("bug"))
+    call_command(*WORKER, verbosity=0)
+    job = DBTaskResult.objects.get()
+    assert job.status == "READY" and len(job.worker_ids) == 1
+    assert job.exception_class_path == "dicom.services.bulk.BulkItemsFailedError"
+    # Still held by their job, not refused, not recorded: nothing written for them yet.
+    assert item_statuses(queued_run) == [BulkItem.Status.QUEUED, BulkItem.Status.QUEUED]
+    assert not DicomFile.objects.filter(anonymized=True).exists()
+
+    monkeypatch.undo()  # the bug is fixed before the next attempt
+    call_command(*WORKER, verbosity=0)
+    job.refresh_from_db()
+    assert job.status == "SUCCESSFUL" and len(job.worker_ids) == 2
+    assert item_statuses(queued_run) == [BulkItem.Status.DONE, BulkItem.Status.DONE]
+    assert DicomFile.objects.filter(anonymized=True, status=DicomFile.Status.COMPLETED).count() == 2
+    assert AuditLog.objects.filter(action=AuditLog.Action.BULK_ANONYMIZE, success=True).count() == 2
+
+
+# The worker runs in-process: its heartbeat thread has its own connection, so rows must be committed.
+@pytest.mark.django_db(transaction=True)
+def test_a_queued_job_that_keeps_hitting_an_engine_bug_is_given_up_as_failed(
+    queued_run, monkeypatch, settings
+):
+    settings.DICOM_JOB_MAX_ATTEMPTS = 2
+    settings.DICOM_JOB_RETRY_DELAY_SECONDS = 0
+    engine_raising(monkeypatch, TypeError("bug"))
+    call_command(*WORKER, verbosity=0)
+    call_command(*WORKER, verbosity=0)
+    job = DBTaskResult.objects.get()
+    assert job.status == "FAILED" and len(job.worker_ids) == 2
+    assert item_statuses(queued_run) == [BulkItem.Status.FAILED, BulkItem.Status.FAILED]
+    details = set(queued_run.items.values_list("detail", flat=True))
+    assert details == {"gave up after 2 attempts: BulkItemsFailedError"}
+    # Failed is not final: a rerun of the command does them again.
+    assert bulk.workable_items(queued_run).count() == 2
+
+
+# The worker runs in-process: its heartbeat thread has its own connection, so rows must be committed.
+@pytest.mark.django_db(transaction=True)
+def test_a_queued_job_whose_files_the_engine_refuses_ends_once_with_them_refused(queued_run, monkeypatch):
+    engine_raising(monkeypatch, DeidentificationRefusedError("refused here"))
+    call_command(*WORKER, verbosity=0)
+    job = DBTaskResult.objects.get()
+    assert job.status == "SUCCESSFUL" and len(job.worker_ids) == 1
+    assert item_statuses(queued_run) == [BulkItem.Status.REFUSED, BulkItem.Status.REFUSED]
+    assert set(queued_run.items.values_list("detail", flat=True)) == {"refused here"}
