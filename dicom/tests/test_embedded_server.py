@@ -2,11 +2,6 @@
 
 import http.client
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -15,16 +10,9 @@ from pathlib import Path
 import pytest
 from pydicom.data import get_testdata_file
 
-ROOT = Path(__file__).resolve().parents[2]
 BOUNDARY = "embedded-test-boundary"
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _multipart(payload: bytes, **fields: str) -> bytes:
@@ -49,51 +37,6 @@ def _request(port: int, method: str, path: str, token: str, body: bytes | None =
     data = response.read()
     conn.close()
     return response.status, json.loads(data) if data else {}
-
-
-@pytest.fixture
-def embedded_server(tmp_path):
-    env = {
-        **{k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DJANGO_SETTINGS_MODULE"}},
-        "DICOM_DATA_DIR": str(tmp_path / "data"),
-        "PORT": str(_free_port()),
-        "BIN": str(Path(sys.executable).parent),
-        "DJANGO_LOG_LEVEL": "WARNING",
-    }
-    python = sys.executable
-    subprocess.run([python, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
-    create = (
-        "from django.contrib.auth.models import User;from rest_framework.authtoken.models import Token;"
-        f"print(Token.objects.create(user=User.objects.create_user('client-{uuid.uuid4().hex[:6]}')).key)"
-    )
-    token = subprocess.run(
-        [python, "manage.py", "shell", "-c", create],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.split()[-1]
-    # The server's output goes to a file: an unread pipe fills up and blocks the server.
-    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115
-    server = subprocess.Popen(
-        ["scripts/run.sh"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    port = int(env["PORT"])
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            _request(port, "GET", "/api/dicom/status/none", token)
-            break
-        except OSError:
-            time.sleep(0.2)
-    try:
-        yield port, token
-    finally:
-        # What Ctrl-C does in `make run`: both the web server and the worker stop.
-        os.killpg(server.pid, signal.SIGINT)
-        server.wait(timeout=60)
-        log.close()
 
 
 def test_six_clients_uploading_while_the_worker_writes_all_succeed(embedded_server):
