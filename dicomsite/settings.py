@@ -64,6 +64,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_tasks",
     # "dicom" comes before "django_tasks_db" so that its db_worker (with heartbeats and the reaper
     # of abandoned jobs) is the one `manage.py db_worker` runs.
@@ -250,6 +252,28 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "EXCEPTION_HANDLER": "dicom.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+# The OpenAPI schema (/api/schema/) and Swagger UI (/api/docs/): public, as the API's contract holds
+# no patient data; Swagger UI is served from our static files (sidecar) and reaches nothing outside.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "DICOM service API",
+    "DESCRIPTION": "Upload, de-identify (DICOM PS3.15 Annex E), inspect and download DICOM files. "
+    'Every error answers {"detail": "..."}.',
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_AUTHENTICATION": [],
+    "PREPROCESSING_HOOKS": ["dicom.api.schema.seed_paths_only"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "dicom.api.schema.closed_objects",
+    ],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # No "validatorUrl": Swagger UI would otherwise send the schema to an outside validator.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
 }
 
 LOGGING = {

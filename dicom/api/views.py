@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from audit.models import AuditLog
 from audit.services import Actor, operation, refused
 from dicom import access
+from dicom.api import schema
 from dicom.api.errors import describe
 from dicom.api.serializers import DeidOptionsSerializer, UploadSerializer
 from dicom.models import DicomFile
@@ -92,6 +93,7 @@ class DicomViewSet(viewsets.ViewSet):
                 )
             raise
 
+    @schema.upload
     @audited(AuditLog.Action.UPLOAD)
     def upload(self, request: Request) -> Response:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
@@ -122,6 +124,7 @@ class DicomViewSet(viewsets.ViewSet):
             }
         )
 
+    @schema.metadata
     @audited(AuditLog.Action.METADATA)
     def metadata(self, request: Request, file_id: str) -> Response:
         dicom_file = self._get_file(file_id)
@@ -129,6 +132,7 @@ class DicomViewSet(viewsets.ViewSet):
             raise FileNotReadyError(f"file is {dicom_file.status}: its metadata is not available yet")
         return Response(access.masked_metadata(request.user, dicom_file, file_metadata(dicom_file)))
 
+    @schema.anonymize
     @audited(AuditLog.Action.ANONYMIZE)
     def anonymize(self, request: Request, file_id: str) -> Response:
         source = self._get_file(file_id)
@@ -151,6 +155,7 @@ class DicomViewSet(viewsets.ViewSet):
             }
         )
 
+    @schema.download
     @audited(AuditLog.Action.DOWNLOAD)
     def download(self, request: Request, file_id: str) -> FileResponse:
         dicom_file = self._get_file(file_id)
@@ -166,6 +171,7 @@ class DicomViewSet(viewsets.ViewSet):
             )
         return stored_file_response(dicom_file)
 
+    @schema.status
     @audited(AuditLog.Action.STATUS)
     def status(self, request: Request, file_id: str) -> Response:
         dicom_file = self._get_file(file_id)
