@@ -1,13 +1,17 @@
 """Settings of the gunicorn server that scripts/run.sh and docker-compose.yml start.
 
+gunicorn's master supervises uvicorn workers (``dicomsite.server.Worker``) running Django's ASGI
+application (``dicomsite.asgi``): it restarts a worker that dies and sweeps what it staged.
+
 The access log has no query strings and no Referer: an admin search (``?q=<patient ID>``) or a
-filtered list would otherwise write what someone typed into every line of the log, and the
-Referer carries the previous page's query string too.
+filtered list would otherwise write what someone typed into every line of the log. The line is
+written by ``dicomsite.server`` (uvicorn's own access log is off).
 """
 
-accesslog = "-"
-access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms "%(a)s"'
+worker_class = "dicomsite.server.Worker"
 control_socket_disable = True
+# Ctrl-C and deploys: requests in flight get this long to finish.
+graceful_timeout = 10
 
 
 def child_exit(server, worker) -> None:

@@ -4,18 +4,26 @@ set -euo pipefail
 BIN=${BIN:-.venv/bin}
 PORT=${PORT:-8000}
 WEB_WORKERS=${WEB_WORKERS:-3}
-WEB_THREADS=${WEB_THREADS:-2}
 
 # Nothing runs yet: whatever is staged was left by a server or worker that died (partial uploads
 # with patient data among them).
 "$BIN/python" manage.py sweep_staging --all >/dev/null
 
-"$BIN/gunicorn" dicomsite.wsgi:application --config dicomsite/gunicorn.conf.py \
-  --bind "127.0.0.1:$PORT" \
-  --workers "$WEB_WORKERS" --worker-class gthread --threads "$WEB_THREADS" \
-  --timeout 300 &
+"$BIN/gunicorn" dicomsite.asgi:application --config dicomsite/gunicorn.conf.py \
+  --bind "127.0.0.1:$PORT" --workers "$WEB_WORKERS" --timeout 300 &
 web=$!
-"$BIN/python" manage.py db_worker --no-reload &
+# The worker runs in a loop: if it dies (killed, out of memory), it is started again and the API
+# stays up; its jobs are taken back by the new worker's reaper.
+(
+  trap 'kill -TERM "$job" 2>/dev/null; wait "$job"; exit 0' TERM
+  while true; do
+    "$BIN/python" manage.py db_worker --no-reload &
+    job=$!
+    wait "$job" && exit 0
+    echo "background worker exited ($?); starting it again in 1 s" >&2
+    sleep 1
+  done
+) &
 worker=$!
 
 stop() {
@@ -25,6 +33,6 @@ stop() {
 }
 trap stop INT TERM
 echo "DICOM service on http://127.0.0.1:$PORT/ (admin at /admin/); Ctrl-C stops the server and the worker"
-# Whichever stops first takes the other down with it.
-wait -n "$web" "$worker" || true
+# If the web server stops, everything stops; the worker is restarted by its loop above.
+wait "$web" || true
 stop

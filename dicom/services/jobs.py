@@ -52,6 +52,16 @@ def beat(*, worker_id: str, now: datetime | None = None) -> None:
     )
 
 
+def last_heartbeat(*, hostname: str) -> datetime | None:
+    """When a worker on ``hostname`` last beat (the newest of its rows), or None if none did."""
+    return (
+        WorkerHeartbeat.objects.filter(hostname=hostname[:255])
+        .order_by("-last_seen")
+        .values_list("last_seen", flat=True)
+        .first()
+    )
+
+
 def forget_worker(*, worker_id: str) -> None:
     """A worker that stops cleanly removes its heartbeat (it holds no running job then)."""
     WorkerHeartbeat.objects.filter(worker_id=worker_id).delete()

@@ -23,6 +23,8 @@ it relies on these internals, to be checked on every upgrade:
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,6 +35,9 @@ from django_tasks_db.management.commands import db_worker
 from django_tasks_db.models import DBTaskResult
 
 READY, RUNNING, FAILED = "READY", "RUNNING", "FAILED"
+
+# One line per job run (task path, job id, status, duration): JSON in production.
+job_logger = logging.getLogger("dicom.jobs")
 
 # The jobs of the dicom app, by the path of their task in ``dicom.tasks``.
 ANONYMIZE_FILE = "dicom.tasks.anonymize_file_task"
@@ -142,6 +147,11 @@ def live_job(job_id: OuterRef) -> Exists:
     return Exists(DBTaskResult.objects.filter(pk=job_id, status__in=[READY, RUNNING]))
 
 
+def check_reachable() -> None:
+    """Query the job table once (readiness); raises the database's error when it cannot be read."""
+    DBTaskResult.objects.exists()
+
+
 # --- the worker -----------------------------------------------------------------------------
 
 
@@ -149,12 +159,41 @@ class QueueWorker(db_worker.Worker):
     """django-tasks-db's worker, telling :meth:`job_failed` about every job that raised."""
 
     def run_task(self, db_task_result: DBTaskResult) -> None:
+        started = time.monotonic()
         super().run_task(db_task_result)
+        _log_job_run(db_task_result, worker_id=self.worker_id, duration=time.monotonic() - started)
         if db_task_result.status == FAILED:
             self.job_failed(_job(db_task_result))
 
     def job_failed(self, job: Job) -> None:
         """Called after ``job`` raised and was marked FAILED; the default does nothing."""
+
+
+def _log_job_run(row: DBTaskResult, *, worker_id: str, duration: float) -> None:
+    """The job's line: what ran, how it ended and how long it took; never its arguments or result.
+
+    A failed job names the class of what it raised, not its message (a pydicom message can quote a
+    value from the file).
+    """
+    fields = {
+        "task": row.task_path,
+        "job_id": str(row.pk),
+        "status": row.status.lower(),
+        "duration_ms": round(duration * 1000, 1),
+        "worker_id": worker_id,
+        "attempt": len(row.worker_ids),
+    }
+    if row.status == FAILED:
+        fields["error"] = row.exception_class_path.rsplit(".", 1)[-1] or "error"
+    job_logger.info(
+        "job %s %s %s in %.1f ms (attempt %s)",
+        fields["job_id"],
+        fields["task"],
+        fields["status"],
+        fields["duration_ms"],
+        fields["attempt"],
+        extra={"fields": fields},
+    )
 
 
 class WorkerCommand(db_worker.Command):

@@ -1,0 +1,275 @@
+"""The production web server through real sockets: chunked bodies, slow clients, early 413s, a dying worker.
+
+The server is ``scripts/run.sh`` as ``make run`` starts it (gunicorn's master, uvicorn workers on
+Django's ASGI application, the db_worker), on SQLite in this test's directory, on loopback.
+"""
+
+import hashlib
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from pydicom.data import get_testdata_file
+
+ROOT = Path(__file__).resolve().parents[2]
+BOUNDARY = "web-server-test-boundary"
+CT_SMALL = Path(get_testdata_file("CT_small.dcm"))
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class LiveServer:
+    def __init__(self, port: int, token: str, log: Path, script: subprocess.Popen) -> None:
+        self.port, self.token, self.log, self.script = port, token, log, script
+
+    def connection(self, timeout: float = 30) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+    def request(self, method: str, path: str, body=None, headers=None, *, chunked: bool = False):
+        conn = self.connection()
+        conn.request(
+            method,
+            path,
+            body=body,
+            headers={"Authorization": f"Token {self.token}", **(headers or {})},
+            encode_chunked=chunked,
+        )
+        response = conn.getresponse()
+        data = response.read()
+        conn.close()
+        return response.status, data
+
+
+@contextmanager
+def live_server(tmp_path: Path, **extra_env: str):
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DJANGO_SETTINGS_MODULE"}},
+        "DICOM_DATA_DIR": str(tmp_path / "data"),
+        "PORT": str(_free_port()),
+        "BIN": str(Path(sys.executable).parent),
+        "DJANGO_LOG_LEVEL": "WARNING",
+        **extra_env,
+    }
+    python = sys.executable
+    subprocess.run([python, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
+    create = (
+        "from django.contrib.auth.models import User;from rest_framework.authtoken.models import Token;"
+        f"print(Token.objects.create(user=User.objects.create_user('client-{uuid.uuid4().hex[:6]}')).key)"
+    )
+    token = subprocess.run(
+        [python, "manage.py", "shell", "-c", create],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()[-1]
+    log_path = tmp_path / "server.log"
+    log = open(log_path, "wb")  # noqa: SIM115  (a file: an unread pipe would block the server)
+    script = subprocess.Popen(
+        ["scripts/run.sh"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    server = LiveServer(int(env["PORT"]), token, log_path, script)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            server.request("GET", f"/api/dicom/status/{uuid.uuid4()}")
+            break
+        except OSError:
+            time.sleep(0.2)
+    try:
+        yield server
+    finally:
+        os.kill(script.pid, signal.SIGTERM)
+        try:
+            script.wait(timeout=60)
+        finally:
+            os.killpg(script.pid, signal.SIGKILL) if script.poll() is None else None
+            log.close()
+
+
+def _multipart(payload: bytes, **fields: str) -> bytes:
+    parts = [
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        for name, value in fields.items()
+    ]
+    parts.append(
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="x.dcm"\r\n'
+        "Content-Type: application/dicom\r\n\r\n"
+    )
+    return "".join(parts).encode() + payload + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+MULTIPART = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+
+
+def _chunks(body: bytes, size: int = 7919):
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+
+
+def test_a_chunked_upload_is_stored_with_its_hash_and_zeroed_preamble(tmp_path):
+    payload = CT_SMALL.read_bytes()
+    expected = b"\0" * 128 + payload[128:]
+    with live_server(tmp_path) as server:
+        status, body = server.request(
+            "POST",
+            "/api/dicom/upload",
+            body=_chunks(_multipart(payload, study_type="ct")),
+            headers=MULTIPART,
+            chunked=True,
+        )
+        assert status == 200, body
+        file_id = json.loads(body)["file_id"]
+        status, stored = server.request("GET", f"/api/dicom/download/{file_id}")
+        assert status == 200
+        assert hashlib.sha256(stored).hexdigest() == hashlib.sha256(expected).hexdigest()
+        # The same through anonymize=true: de-identified on the way in.
+        status, body = server.request(
+            "POST",
+            "/api/dicom/upload",
+            body=_chunks(_multipart(payload, anonymize="true")),
+            headers=MULTIPART,
+            chunked=True,
+        )
+        assert status == 200, body
+        assert json.loads(body)["metadata"]["patient_name"] != "CompressedSamples^CT1"
+
+
+def test_bodies_over_the_limit_are_refused_early_chunked_or_declared(tmp_path):
+    limit = 1024 * 1024
+    with live_server(tmp_path, DICOM_MAX_UPLOAD_SIZE=str(limit)) as server:
+        too_big = _multipart(b"\0" * (limit + 2 * 1024 * 1024))
+        status, body = server.request(
+            "POST", "/api/dicom/upload", body=_chunks(too_big, 65536), headers=MULTIPART, chunked=True
+        )
+        assert status == 413 and "exceeds the limit" in json.loads(body)["detail"]
+        # Declared too large: answered before a byte of the body is sent.
+        conn = server.connection()
+        conn.putrequest("POST", "/api/dicom/upload")
+        conn.putheader("Authorization", f"Token {server.token}")
+        conn.putheader("Content-Type", MULTIPART["Content-Type"])
+        conn.putheader("Content-Length", str(10 * 1024 * 1024 * 1024))
+        conn.endheaders()
+        response = conn.getresponse()
+        assert response.status == 413 and set(json.loads(response.read())) == {"detail"}
+        conn.close()
+        staging = tmp_path / "data" / "files" / ".staging"
+        assert not staging.exists() or list(staging.iterdir()) == []
+
+
+TRICKLERS, TRICKLE_SECONDS = 30, 30
+
+
+def test_thirty_trickling_clients_do_not_slow_a_normal_one(tmp_path):
+    """30 connections sending 1 byte/s (half in their headers, half in a declared body) for 30 s."""
+    payload = _multipart(CT_SMALL.read_bytes(), study_type="ct")
+    with live_server(tmp_path, DICOM_HEADER_TIMEOUT_SECONDS="5", DICOM_BODY_GRACE_SECONDS="5") as server:
+        closed_after: list[float] = []
+        stop = threading.Event()
+
+        def trickle(index: int) -> None:
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            if index % 2:
+                head = (
+                    f"POST /api/dicom/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Token {server.token}\r\n"
+                    f"Content-Type: {MULTIPART['Content-Type']}\r\nContent-Length: 100000\r\n\r\n"
+                ).encode()
+                sock.sendall(head)
+                rest = b"x" * 100000
+            else:
+                rest = (
+                    b"GET /api/dicom/status/"
+                    + str(uuid.uuid4()).encode()
+                    + b" HTTP/1.1\r\nHost: x\r\n"
+                    + b"X" * 100
+                )
+            started = time.monotonic()
+            try:
+                for byte in rest:
+                    if stop.is_set():
+                        return
+                    sock.sendall(bytes([byte]))
+                    time.sleep(1)
+            except OSError:
+                closed_after.append(time.monotonic() - started)  # the server dropped it
+            finally:
+                sock.close()
+
+        threads = [threading.Thread(target=trickle, args=(i,), daemon=True) for i in range(TRICKLERS)]
+        for thread in threads:
+            thread.start()
+        timings: list[tuple[str, float, int]] = []
+        deadline = time.monotonic() + TRICKLE_SECONDS
+        while time.monotonic() < deadline:
+            for method, path, body, headers in (
+                ("POST", "/api/dicom/upload", payload, MULTIPART),
+                ("GET", f"/api/dicom/status/{uuid.uuid4()}", None, {}),
+            ):
+                started = time.monotonic()
+                status, _ = server.request(method, path, body=body, headers=headers)
+                timings.append((path.split("/")[3], time.monotonic() - started, status))
+            time.sleep(0.2)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=10)
+    slowest = max(elapsed for _, elapsed, _ in timings)
+    print(
+        f"{len(timings)} normal requests during the trickle, slowest {slowest * 1000:.0f} ms; "
+        f"{len(closed_after)} of {TRICKLERS} tricklers dropped, after {min(closed_after):.1f}-{max(closed_after):.1f} s"
+    )
+    assert {status for kind, _, status in timings if kind == "upload"} == {200}
+    assert {status for kind, _, status in timings if kind == "status"} == {404}
+    assert slowest < 1.0
+    # Every trickler was dropped by the server: header ones after ~5 s, body ones (408) after ~5 s.
+    assert len(closed_after) == TRICKLERS
+    assert max(closed_after) < 15
+
+
+def test_the_api_stays_up_when_the_worker_dies_and_a_new_worker_takes_the_job(tmp_path):
+    with live_server(tmp_path) as server:
+        status, body = server.request(
+            "POST", "/api/dicom/upload", body=_multipart(CT_SMALL.read_bytes()), headers=MULTIPART
+        )
+        file_id = json.loads(body)["file_id"]
+        workers = subprocess.run(
+            ["pgrep", "-f", "manage.py db_worker", "-s", str(server.script.pid)],
+            capture_output=True,
+            text=True,
+        )
+        (worker,) = [int(pid) for pid in workers.stdout.split()]
+        os.kill(worker, signal.SIGKILL)
+        status, _ = server.request("GET", f"/api/dicom/status/{file_id}")
+        assert status == 200  # the API did not go down with the worker
+        status, body = server.request("POST", f"/api/dicom/anonymize/{file_id}")
+        assert status == 200
+        derived = json.loads(body)["anonymized_file_id"]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            status, body = server.request("GET", f"/api/dicom/status/{derived}")
+            if json.loads(body)["status"] == "completed":
+                break
+            time.sleep(0.3)
+        assert json.loads(body)["status"] == "completed"
+        restarted = subprocess.run(
+            ["pgrep", "-f", "manage.py db_worker", "-s", str(server.script.pid)],
+            capture_output=True,
+            text=True,
+        )
+        assert [int(pid) for pid in restarted.stdout.split()] not in ([], [worker])

@@ -1,0 +1,207 @@
+"""The web server's bounds: slow clients cannot hold it, chunked bodies are read, big bodies refused early.
+
+gunicorn's master (``dicomsite/gunicorn.conf.py``) runs uvicorn workers (the ``uvicorn-worker``
+package) on Django's ASGI handler. Connections live on each worker's event loop, so a client
+that trickles its request holds no thread; the bounds below drop it all the same:
+
+- **Headers**: a request's line and headers must arrive within ``DICOM_HEADER_TIMEOUT_SECONDS``
+  of the connection (or of the previous response on a kept-alive one), else the connection is
+  closed. uvicorn has no such timeout of its own (its keep-alive timer stops at the first byte).
+- **Body**: after ``DICOM_BODY_GRACE_SECONDS`` the body must keep arriving at
+  ``DICOM_BODY_MIN_RATE`` bytes/s on average, else 408 with a detail. A body declared or grown
+  larger than ``DICOM_MAX_UPLOAD_SIZE`` (plus the multipart envelope) is a 413 at once, before
+  it is read: Django's ASGI handler reads the whole body (to a temporary file beyond
+  ``FILE_UPLOAD_MAX_MEMORY_SIZE``) before any view sees it.
+- **Chunked bodies** (``Transfer-Encoding: chunked``, no length): once read, the request is
+  given the length it turned out to have; Django's multipart parser reads nothing without one.
+
+This is the one module that touches uvicorn's protocol class and ``ASGIHandler``'s methods
+(``handle``, ``create_request``); the versions it was written against are pinned in
+requirements.txt (uvicorn 0.54, uvicorn-worker 0.4, Django 5.2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+from django.conf import settings
+from django.core.handlers.asgi import ASGIHandler
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn_worker import UvicornWorker
+
+access_logger = logging.getLogger("dicomsite.access")
+
+# The multipart envelope around the file (boundaries, the other fields) on top of the file's limit.
+ENVELOPE = 1024 * 1024
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a deadline on each request's headers."""
+
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def on_headers_complete(self) -> None:
+        self._cancel_header_timer()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm_header_timer()  # the next request on this connection gets its own deadline
+
+    def connection_lost(self, exc) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+    def _arm_header_timer(self) -> None:
+        self._cancel_header_timer()
+        self._header_timer = self.loop.call_later(
+            settings.DICOM_HEADER_TIMEOUT_SECONDS, self._headers_too_slow
+        )
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+class Worker(UvicornWorker):
+    """The gunicorn worker class: uvicorn on asyncio with the bounded protocol, no lifespan."""
+
+    # uvicorn's own access log writes query strings (an admin search by patient ID): off; the
+    # handler below writes one line per request without them.
+    CONFIG_KWARGS = {
+        "loop": "asyncio",
+        "http": "dicomsite.server:BoundedHttpToolsProtocol",
+        "lifespan": "off",
+        "access_log": False,
+    }
+
+
+class BodyRefused(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+def _declared_length(scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+class BoundedASGIHandler(ASGIHandler):
+    """Django's ASGI handler with the body bounds above and chunked bodies given their length."""
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await super().__call__(scope, receive, send)
+        started, status = time.monotonic(), [0]
+
+        async def send_and_note(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await super().__call__(scope, receive, send_and_note)
+        finally:
+            # The path without its query string, never a header: nothing a user typed.
+            client = (scope.get("client") or ("-",))[0]
+            access_logger.info(
+                '%s "%s %s HTTP/%s" %s %.0fms',
+                client,
+                scope.get("method", "-"),
+                scope.get("path", "-"),
+                scope.get("http_version", "1.1"),
+                status[0] or "-",
+                (time.monotonic() - started) * 1000,
+            )
+
+    async def handle(self, scope, receive, send):
+        limit = settings.DICOM_MAX_UPLOAD_SIZE + ENVELOPE
+        declared = _declared_length(scope)
+        if declared is not None and declared > limit:
+            return await _refuse(
+                send, 413, f"the request body of {declared} bytes exceeds the limit of {limit} bytes"
+            )
+        state = {"received": 0, "started": time.monotonic(), "refused": False, "complete": False}
+
+        async def bounded_receive():
+            if state["complete"]:
+                # The body is in: what comes now is the disconnect Django listens for, unbounded.
+                return await receive()
+            grace, rate = settings.DICOM_BODY_GRACE_SECONDS, settings.DICOM_BODY_MIN_RATE
+            deadline = state["started"] + grace + state["received"] / rate
+            try:
+                async with asyncio.timeout_at(
+                    asyncio.get_running_loop().time() + max(deadline - time.monotonic(), 0)
+                ):
+                    message = await receive()
+            except TimeoutError:
+                return await _refused_body(
+                    send,
+                    state,
+                    408,
+                    f"the request body arrived slower than {rate} bytes/s (after {grace:g} s): closed",
+                )
+            if message["type"] == "http.request":
+                state["received"] += len(message.get("body", b""))
+                state["complete"] = not message.get("more_body", False)
+                if state["received"] > limit:
+                    return await _refused_body(
+                        send, state, 413, f"the request body exceeds the limit of {limit} bytes"
+                    )
+            return message
+
+        async def guarded_send(message):
+            if not state["refused"]:  # after a refusal, Django's own answer (if any) is dropped
+                await send(message)
+
+        await super().handle(scope, bounded_receive, guarded_send)
+
+    def create_request(self, scope, body_file):
+        if _declared_length(scope) is None and scope.get("method") not in ("GET", "HEAD", "OPTIONS"):
+            size = body_file.seek(0, 2)
+            body_file.seek(0)
+            scope = {**scope, "headers": [*scope.get("headers", []), (b"content-length", str(size).encode())]}
+        return super().create_request(scope, body_file)
+
+
+async def _refused_body(send, state: dict, status: int, detail: str) -> dict:
+    state["refused"] = True
+    await _refuse(send, status, detail)
+    # Django's read_body stops at a disconnect (RequestAborted) and answers nothing more.
+    return {"type": "http.disconnect"}
+
+
+async def _refuse(send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
