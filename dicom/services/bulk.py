@@ -601,13 +601,36 @@ def _output_row(run: BulkRun, item: BulkItem, outcome: Outcome, user) -> DicomFi
 
 
 def give_up_items(*, run_id: str, item_ids: list[int], detail: str) -> int:
-    """Mark the unfinished ``item_ids`` failed with ``detail`` (a job that will not be tried again)."""
+    """Mark the unfinished ``item_ids`` failed with ``detail`` (a job that will not be tried again).
+
+    Each item given up writes its failure row (``bulk_anonymize``, the output's id, the run's
+    operator) in the same transaction, as ``record_outcomes`` does for the items a job finished.
+    """
     with transaction.atomic():
-        return (
-            BulkItem.objects.filter(run_id=run_id, pk__in=item_ids)
+        run = BulkRun.objects.select_related("operator").filter(pk=run_id).first()
+        items = list(
+            BulkItem.objects.select_for_update()
+            .filter(run_id=run_id, pk__in=item_ids)
             .exclude(status__in=FINAL_STATUSES)
-            .update(status=BulkItem.Status.FAILED, detail=detail[:_DETAIL_MAX], task_id=None)
+            .only("pk", "output_id")
         )
+        if not items:
+            return 0
+        BulkItem.objects.filter(pk__in=[item.pk for item in items]).update(
+            status=BulkItem.Status.FAILED, detail=detail[:_DETAIL_MAX], task_id=None
+        )
+        actor = Actor(user=run.operator if run is not None else None)
+        record_many(
+            audit_entry(
+                actor=actor,
+                action=AuditLog.Action.BULK_ANONYMIZE,
+                file_id=item.output_id,
+                success=False,
+                reason=detail,
+            )
+            for item in items
+        )
+        return len(items)
 
 
 def _give_up_job(args: list, detail: str) -> None:

@@ -207,6 +207,12 @@ def test_a_queued_job_that_keeps_hitting_an_engine_bug_is_given_up_as_failed(
     assert item_statuses(queued_run) == [BulkItem.Status.FAILED, BulkItem.Status.FAILED]
     details = set(queued_run.items.values_list("detail", flat=True))
     assert details == {"gave up after 2 attempts: BulkItemsFailedError"}
+    # Each item given up is audited once, against its output id, with the reason.
+    given_up = AuditLog.objects.filter(action=AuditLog.Action.BULK_ANONYMIZE, success=False)
+    assert sorted(given_up.values_list("file_id", flat=True)) == sorted(
+        queued_run.items.values_list("output_id", flat=True)
+    )
+    assert set(given_up.values_list("reason", flat=True)) == details
     # Failed is not final: a rerun of the command does them again.
     assert bulk.workable_items(queued_run).count() == 2
 
