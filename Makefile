@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SYSTEM_PACKAGES := postgresql dcmtk dicom3tools chromium chromium-driver
 
-.PHONY: run test lint format migrate superuser system-deps bench clean
+.PHONY: run test lint format migrate superuser system-deps bench fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -78,6 +78,10 @@ test: system-deps $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	for script in benchmarks/bench_*.py; do $(BIN)/python $$script || exit 1; done
+
+# The long schemathesis run against a throwaway service (FUZZ_EXAMPLES per operation, default 500).
+fuzz: $(VENV)/.dev
+	BIN=$(BIN) scripts/fuzz_api.sh
 
 clean:
 	rm -rf $(VENV) staticfiles

@@ -237,11 +237,6 @@ DICOM_JOB_MAX_ATTEMPTS = env_int("DICOM_JOB_MAX_ATTEMPTS", 3, minimum=1)
 DICOM_WORKER_HEARTBEAT_SECONDS = env_int("DICOM_WORKER_HEARTBEAT_SECONDS", 5, minimum=1)
 # Staged files older than this belong to a request or job that died: the worker removes them.
 DICOM_STAGING_MAX_AGE_SECONDS = env_int("DICOM_STAGING_MAX_AGE_SECONDS", 3600, minimum=600)
-# The web server's bounds on slow clients (dicomsite/server.py): a request's headers must arrive
-# within this many seconds; its body, after the grace period, at this many bytes/s on average.
-DICOM_HEADER_TIMEOUT_SECONDS = env_int("DICOM_HEADER_TIMEOUT_SECONDS", 10, minimum=1)
-DICOM_BODY_GRACE_SECONDS = env_int("DICOM_BODY_GRACE_SECONDS", 10, minimum=1)
-DICOM_BODY_MIN_RATE = env_int("DICOM_BODY_MIN_RATE", 16 * 1024, minimum=1)
 DICOM_WORKER_STALE_SECONDS = env_int("DICOM_WORKER_STALE_SECONDS", 30, minimum=2)
 # A job that raised is tried again after this many seconds times its attempt number.
 DICOM_JOB_RETRY_DELAY_SECONDS = env_int("DICOM_JOB_RETRY_DELAY_SECONDS", 10, minimum=0)
@@ -279,7 +274,7 @@ SPECTACULAR_SETTINGS = {
     "PREPROCESSING_HOOKS": ["dicom.api.schema.seed_paths_only"],
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "dicom.api.schema.closed_objects",
+        "dicom.api.schema.closed_objects_and_links",
     ],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
@@ -305,11 +300,7 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": env_str("DJANGO_LOG_LEVEL", "INFO")},
-    "loggers": {
-        "django.db.backends": {"level": "WARNING"},
-        # The web server's line per request (dicomsite.server), whatever DJANGO_LOG_LEVEL says.
-        "dicomsite.access": {"level": "INFO"},
-    },
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
 
 if PRODUCTION:

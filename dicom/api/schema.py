@@ -187,6 +187,7 @@ anonymize = extend_schema(
             e401=_UNAUTHORIZED,
             e403=f"another user's file without the operator permission (dicom.operate); {_CSRF}",
             e404=_NOT_FOUND,
+            e409="the file is not completed (still processing, or its job failed)",
             e413="the body exceeds the request size bound",
             e415=_UNSUPPORTED,
         ),
@@ -244,10 +245,29 @@ def seed_paths_only(endpoints):
     return [(path.removesuffix("/"), *rest) for path, *rest in endpoints if path.startswith("/api/dicom/")]
 
 
-def closed_objects(result, generator, request, public):
+# OpenAPI links: the id an answer names is the file_id of the operations that follow it.
+_LINKS = {
+    ("/api/dicom/upload", "post"): (
+        "$response.body#/file_id",
+        ("metadata", "anonymize", "download", "status"),
+    ),
+    ("/api/dicom/anonymize/{file_id}", "post"): (
+        "$response.body#/anonymized_file_id",
+        ("status", "metadata", "download", "anonymize"),
+    ),
+}
+
+
+def closed_objects_and_links(result, generator, request, public):
     """Postprocessing hook: no body object takes keys it does not list, as the API answers and accepts
-    exactly the keys of its contract (an unknown request field is a 400)."""
+    exactly the keys of its contract (an unknown request field is a 400); the answers that name a new
+    file link to the operations on it."""
     for component in result.get("components", {}).get("schemas", {}).values():
         if component.get("type") == "object":
             component["additionalProperties"] = False
+    for (path, method), (source, targets) in _LINKS.items():
+        ok = result["paths"][path][method]["responses"]["200"]
+        ok["links"] = {
+            f"{target}_it": {"operationId": target, "parameters": {"file_id": source}} for target in targets
+        }
     return result

@@ -73,7 +73,7 @@ OPERATIONS = {
     ("post", "/api/dicom/anonymize/{file_id}"): (
         OPTIONS,
         {"message", "original_file_id", "anonymized_file_id", "status"},
-        {400, 401, 403, 404, 413, 415},
+        {400, 401, 403, 404, 409, 413, 415},
     ),
     ("get", "/api/dicom/download/{file_id}"): (set(), None, {401, 403, 404, 409}),
     ("get", "/api/dicom/status/{file_id}"): (

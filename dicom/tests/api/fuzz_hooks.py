@@ -1,0 +1,47 @@
+"""Schemathesis hooks (``SCHEMATHESIS_HOOKS=dicom.tests.api.fuzz_hooks``) that let the fuzzer past 404s.
+
+Random bytes are never DICOM and random UUIDs name no file, so on its own the fuzzer would only see
+refusals. These hooks mix in what a real client sends: the uploads sometimes carry a real DICOM file
+(``DICOM_FUZZ_UPLOAD``, a path) and a file id is sometimes one of the files that exist
+(``DICOM_FUZZ_FILE_IDS``, comma-separated). Everything else stays as schemathesis generates it.
+No Django here: this runs in schemathesis's process, not the server's.
+"""
+
+import os
+from functools import cache
+from pathlib import Path
+
+import schemathesis
+from hypothesis import strategies as st
+
+
+@cache
+def _upload_bytes() -> bytes | None:
+    path = os.environ.get("DICOM_FUZZ_UPLOAD")
+    return Path(path).read_bytes() if path else None
+
+
+def _file_ids() -> list[str]:
+    return [value for value in os.environ.get("DICOM_FUZZ_FILE_IDS", "").split(",") if value]
+
+
+@schemathesis.hook
+def flatmap_path_parameters(context, path_parameters):
+    known = _file_ids()
+    if not known or "file_id" not in (path_parameters or {}):
+        return st.just(path_parameters)
+    return st.one_of(
+        st.just(path_parameters),
+        st.sampled_from(known).map(lambda file_id: {**path_parameters, "file_id": file_id}),
+    )
+
+
+@schemathesis.hook
+def flatmap_body(context, body):
+    payload = _upload_bytes()
+    operation = context.operation
+    if payload is None or operation is None or not operation.path.endswith("/upload"):
+        return st.just(body)
+    if not isinstance(body, dict) or not isinstance(body.get("file"), bytes | str):
+        return st.just(body)
+    return st.one_of(st.just(body), st.just({**body, "file": payload}))
