@@ -237,6 +237,11 @@ DICOM_JOB_MAX_ATTEMPTS = env_int("DICOM_JOB_MAX_ATTEMPTS", 3, minimum=1)
 DICOM_WORKER_HEARTBEAT_SECONDS = env_int("DICOM_WORKER_HEARTBEAT_SECONDS", 5, minimum=1)
 # Staged files older than this belong to a request or job that died: the worker removes them.
 DICOM_STAGING_MAX_AGE_SECONDS = env_int("DICOM_STAGING_MAX_AGE_SECONDS", 3600, minimum=600)
+# The web server's bounds on slow clients (dicomsite/server.py): a request's headers must arrive
+# within this many seconds; its body, after the grace period, at this many bytes/s on average.
+DICOM_HEADER_TIMEOUT_SECONDS = env_int("DICOM_HEADER_TIMEOUT_SECONDS", 10, minimum=1)
+DICOM_BODY_GRACE_SECONDS = env_int("DICOM_BODY_GRACE_SECONDS", 10, minimum=1)
+DICOM_BODY_MIN_RATE = env_int("DICOM_BODY_MIN_RATE", 16 * 1024, minimum=1)
 DICOM_WORKER_STALE_SECONDS = env_int("DICOM_WORKER_STALE_SECONDS", 30, minimum=2)
 # A job that raised is tried again after this many seconds times its attempt number.
 DICOM_JOB_RETRY_DELAY_SECONDS = env_int("DICOM_JOB_RETRY_DELAY_SECONDS", 10, minimum=0)
@@ -300,7 +305,11 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": env_str("DJANGO_LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # The web server's line per request (dicomsite.server), whatever DJANGO_LOG_LEVEL says.
+        "dicomsite.access": {"level": "INFO"},
+    },
 }
 
 if PRODUCTION:
