@@ -6,6 +6,7 @@ to start without a real secret key, allowed hosts and a de-identification key.
 Every variable is documented in ``.env.example`` and the README.
 """
 
+import logging
 import os
 import secrets
 import tempfile
@@ -313,6 +314,9 @@ LOGGING = {
 }
 
 if PRODUCTION:
+    # Python warnings (a library's deprecation, a missing static directory) become log records
+    # too, so that every line the service writes to stderr in production is JSON.
+    logging.captureWarnings(True)
     SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
     CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

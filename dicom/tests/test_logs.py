@@ -183,6 +183,8 @@ django.setup()
 import logging
 from django.test import Client
 logging.getLogger("dicom.example").warning("a warning %s", 7)
+import warnings
+warnings.warn("a library's warning")
 Client().get("/no-such-page?patient=Doe", HTTP_HOST="dicom.example.org")
 """
 
@@ -216,7 +218,8 @@ def test_production_writes_every_record_as_json(tmp_path):
     )
     entries = [json.loads(line) for line in lines]
     by_logger = {entry["logger"]: entry for entry in entries}
-    assert set(by_logger) == {"dicom.example", "dicomsite.requests", "django.request"}
+    # Every line is JSON (json.loads above), Python warnings included.
+    assert set(by_logger) >= {"dicom.example", "dicomsite.requests", "django.request", "py.warnings"}
     for entry in entries:
         assert {"timestamp", "level", "logger", "message", "request_id"} <= set(entry)
     assert by_logger["dicom.example"]["message"] == "a warning 7"
