@@ -6,7 +6,7 @@
 # `st run` (e.g. --checks all). Prints the figures; exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=${BIN:-.venv/bin}
+BIN=$(cd "${BIN:-.venv/bin}" && pwd)
 EXAMPLES=${FUZZ_EXAMPLES:-500}
 SEED=${FUZZ_SEED:-$RANDOM$RANDOM}
 WORK=$(mktemp -d /tmp/dicom-fuzz-XXXXXX)
@@ -35,7 +35,10 @@ DERIVED=$(curl -fs -X POST -H "Authorization: Token $TOKEN" "http://127.0.0.1:$P
   json_field anonymized_file_id)
 
 status=0
-PYTHONPATH=$PWD SCHEMATHESIS_HOOKS=dicom.tests.api.fuzz_hooks DICOM_FUZZ_UPLOAD=$CT \
+# From $WORK: schemathesis keeps its replay records (.schemathesis/) in its working directory.
+ROOT=$PWD
+cd "$WORK"
+PYTHONPATH=$ROOT SCHEMATHESIS_HOOKS=dicom.tests.api.fuzz_hooks DICOM_FUZZ_UPLOAD=$CT \
   DICOM_FUZZ_FILE_IDS="$ORIGINAL,$DERIVED" \
   "$BIN/st" run "http://127.0.0.1:$PORT/api/schema/" --header "Authorization: Token $TOKEN" \
   --max-examples "$EXAMPLES" --seed "$SEED" --request-timeout 30 \

@@ -52,7 +52,8 @@ def run_schemathesis(
         str(report),
         *extra,
     ]
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    # In the report's directory: schemathesis keeps its replay records (.schemathesis/) in its cwd.
+    return subprocess.run(command, cwd=report.parent, env=env, capture_output=True, text=True, timeout=600)
 
 
 def test_schemathesis_finds_no_server_error_and_no_answer_off_the_schema(embedded_server, tmp_path):
