@@ -5,7 +5,7 @@ application (``dicomsite.asgi``): it restarts a worker that dies and sweeps what
 
 The access log has no query strings and no Referer: an admin search (``?q=<patient ID>``) or a
 filtered list would otherwise write what someone typed into every line of the log. The line is
-written by ``dicomsite.server`` (uvicorn's own access log is off).
+written by the request-log middleware, ``dicomsite.logs`` (uvicorn's own access log is off).
 """
 
 worker_class = "dicomsite.server.Worker"

@@ -32,7 +32,8 @@ from django.core.handlers.asgi import ASGIHandler
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
 
-access_logger = logging.getLogger("dicomsite.access")
+# Requests refused here never reach Django's request-log middleware (dicomsite.logs): their line.
+request_logger = logging.getLogger("dicomsite.requests")
 
 # The multipart envelope around the file (boundaries, the other fields) on top of the file's limit.
 ENVELOPE = 1024 * 1024
@@ -81,7 +82,7 @@ class Worker(UvicornWorker):
     """The gunicorn worker class: uvicorn on asyncio with the bounded protocol, no lifespan."""
 
     # uvicorn's own access log writes query strings (an admin search by patient ID): off; the
-    # handler below writes one line per request without them.
+    # request-log middleware (dicomsite.logs) writes one line per request without them.
     CONFIG_KWARGS = {
         "loop": "asyncio",
         "http": "dicomsite.server:BoundedHttpToolsProtocol",
@@ -109,37 +110,12 @@ def _declared_length(scope) -> int | None:
 class BoundedASGIHandler(ASGIHandler):
     """Django's ASGI handler with the body bounds above and chunked bodies given their length."""
 
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await super().__call__(scope, receive, send)
-        started, status = time.monotonic(), [0]
-
-        async def send_and_note(message):
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        try:
-            await super().__call__(scope, receive, send_and_note)
-        finally:
-            # The path without its query string, never a header: nothing a user typed.
-            client = (scope.get("client") or ("-",))[0]
-            access_logger.info(
-                '%s "%s %s HTTP/%s" %s %.0fms',
-                client,
-                scope.get("method", "-"),
-                scope.get("path", "-"),
-                scope.get("http_version", "1.1"),
-                status[0] or "-",
-                (time.monotonic() - started) * 1000,
-            )
-
     async def handle(self, scope, receive, send):
         limit = settings.DICOM_MAX_UPLOAD_SIZE + ENVELOPE
         declared = _declared_length(scope)
         if declared is not None and declared > limit:
             return await _refuse(
-                send, 413, f"the request body of {declared} bytes exceeds the limit of {limit} bytes"
+                scope, send, 413, f"the request body of {declared} bytes exceeds the limit of {limit} bytes"
             )
         state = {"received": 0, "started": time.monotonic(), "refused": False, "complete": False}
 
@@ -156,6 +132,7 @@ class BoundedASGIHandler(ASGIHandler):
                     message = await receive()
             except TimeoutError:
                 return await _refused_body(
+                    scope,
                     send,
                     state,
                     408,
@@ -166,7 +143,7 @@ class BoundedASGIHandler(ASGIHandler):
                 state["complete"] = not message.get("more_body", False)
                 if state["received"] > limit:
                     return await _refused_body(
-                        send, state, 413, f"the request body exceeds the limit of {limit} bytes"
+                        scope, send, state, 413, f"the request body exceeds the limit of {limit} bytes"
                     )
             return message
 
@@ -184,14 +161,23 @@ class BoundedASGIHandler(ASGIHandler):
         return super().create_request(scope, body_file)
 
 
-async def _refused_body(send, state: dict, status: int, detail: str) -> dict:
+async def _refused_body(scope, send, state: dict, status: int, detail: str) -> dict:
     state["refused"] = True
-    await _refuse(send, status, detail)
+    await _refuse(scope, send, status, detail)
     # Django's read_body stops at a disconnect (RequestAborted) and answers nothing more.
     return {"type": "http.disconnect"}
 
 
-async def _refuse(send, status: int, detail: str) -> None:
+async def _refuse(scope, send, status: int, detail: str) -> None:
+    fields = {"method": scope.get("method"), "path": scope.get("path"), "status": status, "user_id": None}
+    request_logger.info(
+        "%s %s %s refused by the server: %s",
+        fields["method"],
+        fields["path"],
+        status,
+        detail,
+        extra={"fields": fields},
+    )
     body = json.dumps({"detail": detail}).encode()
     await send(
         {

@@ -308,8 +308,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("DJANGO_LOG_LEVEL", "INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
-        # The web server's line per request (dicomsite.server), whatever DJANGO_LOG_LEVEL says.
-        "dicomsite.access": {"level": "INFO"},
+        # One line per request (dicomsite.logs, dicomsite.server), whatever DJANGO_LOG_LEVEL says.
+        "dicomsite.requests": {"level": "INFO"},
     },
 }
 

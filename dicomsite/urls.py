@@ -14,3 +14,6 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("", include("dicom.urls")),
 ]
+
+# Failures no view handled: JSON, and 503 (not 500) while the database cannot be reached.
+handler500 = "dicomsite.errors.server_error"

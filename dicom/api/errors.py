@@ -16,6 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
 from dicom.services.errors import DicomServiceError
+from dicomsite.errors import DATABASE_UNAVAILABLE, RETRY_AFTER_SECONDS, database_unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ def describe(exc: BaseException) -> tuple[int, str]:
         return status.HTTP_400_BAD_REQUEST, "the request is malformed"
     if isinstance(exc, exceptions.APIException):
         return exc.status_code, _flatten(exc.detail)
+    if database_unavailable(exc):
+        return status.HTTP_503_SERVICE_UNAVAILABLE, DATABASE_UNAVAILABLE
     return status.HTTP_500_INTERNAL_SERVER_ERROR, "internal server error"
 
 
@@ -68,6 +71,8 @@ def exception_handler(exc, context):
             headers["WWW-Authenticate"] = exc.auth_header
         if getattr(exc, "wait", None):
             headers["Retry-After"] = str(int(exc.wait))
+    if code == status.HTTP_503_SERVICE_UNAVAILABLE:
+        headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     if code == status.HTTP_500_INTERNAL_SERVER_ERROR:
         # A bug, never the client's fault; the traceback goes to the log, not to the client.
         logger.exception("unhandled error in %s", context["view"].__class__.__name__)

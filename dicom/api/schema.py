@@ -115,10 +115,14 @@ class UploadRequestSerializer(serializers.Serializer):
         }
 
 
+_UNAVAILABLE = "the database cannot be reached; try again (Retry-After)"
+
+
 def _errors(**described: str) -> dict:
+    """The error responses of an operation; every one can also answer 503 while its database is away."""
     return {
         int(code.removeprefix("e")): OpenApiResponse(ErrorSerializer, description=text)
-        for code, text in described.items()
+        for code, text in {**described, "e503": _UNAVAILABLE}.items()
     }
 
 

@@ -101,6 +101,6 @@ def test_the_access_log_keeps_no_query_string_or_referer(embedded_server, tmp_pa
     while "/api/dicom/status/" not in log.read_text() and time.monotonic() < deadline:
         time.sleep(0.1)
     text = log.read_text()
-    assert '"GET /admin/dicom/dicomfile/ HTTP/1.1" 302' in text
+    assert "GET /admin/dicom/dicomfile/ 302" in text
     assert "/api/dicom/status/" in text
     assert typed not in text

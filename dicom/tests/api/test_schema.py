@@ -67,19 +67,19 @@ OPERATIONS = {
     ("post", "/api/dicom/upload"): (
         {"file", "anonymize", "study_type", *OPTIONS},
         {"message", "file_id", "metadata", "status"},
-        {400, 401, 403, 413, 415, 422},
+        {400, 401, 403, 413, 415, 422, 503},
     ),
-    ("get", "/api/dicom/metadata/{file_id}"): (set(), METADATA_KEYS, {401, 404, 409}),
+    ("get", "/api/dicom/metadata/{file_id}"): (set(), METADATA_KEYS, {401, 404, 409, 503}),
     ("post", "/api/dicom/anonymize/{file_id}"): (
         OPTIONS,
         {"message", "original_file_id", "anonymized_file_id", "status"},
-        {400, 401, 403, 404, 409, 413, 415},
+        {400, 401, 403, 404, 409, 413, 415, 503},
     ),
-    ("get", "/api/dicom/download/{file_id}"): (set(), None, {401, 403, 404, 409}),
+    ("get", "/api/dicom/download/{file_id}"): (set(), None, {401, 403, 404, 409, 503}),
     ("get", "/api/dicom/status/{file_id}"): (
         set(),
         {"status", "file_id", "detail", "source_file_id"},
-        {401, 404},
+        {401, 404, 503},
     ),
 }
 
