@@ -105,6 +105,13 @@ def test_probes_answer_whatever_the_host_header(probe_client, db, storage_ready)
     assert probe_client.get("/api/dicom/status/x", HTTP_HOST="10.1.2.3:8000").status_code == 400
 
 
+def test_probes_answer_over_plain_http_when_https_is_enforced(probe_client, settings):
+    # TLS ends at the load balancer; its probes come over plain HTTP and must not be redirected.
+    settings.SECURE_SSL_REDIRECT = True
+    assert probe_client.get("/healthz").status_code == 200
+    assert probe_client.get("/api/dicom/status/x").status_code == 301
+
+
 @pytest.mark.django_db(transaction=True)
 def test_readyz_passes_with_every_check_and_writes_no_audit_row(probe_client, storage_ready):
     response = probe_client.get("/readyz?verbose=1")

@@ -12,10 +12,13 @@ import uuid
 from pathlib import Path
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.conf import settings as django_settings
+from django.test import AsyncClient
 from django_tasks_db.models import DBTaskResult
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
+from rest_framework.authtoken.models import Token
 
 from dicom.models import DicomFile
 from dicom.services import storage, task_queue
@@ -185,7 +188,7 @@ from django.test import Client
 logging.getLogger("dicom.example").warning("a warning %s", 7)
 import warnings
 warnings.warn("a library's warning")
-Client().get("/no-such-page?patient=Doe", HTTP_HOST="dicom.example.org")
+Client().get("/no-such-page?patient=Doe", HTTP_HOST="dicom.example.org", secure=True)
 """
 
 
@@ -236,3 +239,17 @@ def test_development_writes_plain_lines(tmp_path):
         lines
     )
     assert not any(line.startswith("{") for line in lines)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_token_request_through_the_asgi_handler_writes_its_line(user, json_logs):
+    # The web server runs Django's ASGI handler: the same one line, the same user and request id.
+    token = Token.objects.create(user=user)
+    response = async_to_sync(AsyncClient().get)(
+        f"/api/dicom/status/{uuid.uuid4()}?q=Doe", headers={"Authorization": f"Token {token.key}"}
+    )
+    assert response.status_code == 404
+    (line,) = json_logs("dicomsite.requests")
+    assert set(line) == REQUEST_KEYS
+    assert (line["user_id"], line["request_id"]) == (user.pk, response["X-Request-ID"])
+    assert "Doe" not in json_logs.text()
