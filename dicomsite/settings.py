@@ -147,7 +147,10 @@ def _sqlite(path: str) -> dict:
     return {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": path,
-        "CONN_MAX_AGE": None,
+        # Kept open for the process's life unless DJANGO_CONN_MAX_AGE is set (the web server sets 0).
+        "CONN_MAX_AGE": None
+        if "DJANGO_CONN_MAX_AGE" not in os.environ
+        else env_int("DJANGO_CONN_MAX_AGE", 0, minimum=0),
         "OPTIONS": {
             "transaction_mode": "IMMEDIATE",
             "timeout": 30,
