@@ -10,6 +10,8 @@ import logging
 import uuid
 from contextvars import ContextVar
 
+from django.utils.log import log_response
+
 _request_id: ContextVar[uuid.UUID | None] = ContextVar("request_id", default=None)
 
 
@@ -28,6 +30,12 @@ class RequestIdMiddleware:
         token = _request_id.set(request_id)
         try:
             response = self.get_response(request)
+            # Django writes its "Not Found: /path" line after every middleware returned, when the
+            # id is gone; written here, the line carries it (and Django does not write it again).
+            if response.status_code >= 400 and not getattr(response, "_has_been_logged", False):
+                log_response(
+                    "%s: %s", response.reason_phrase, request.path, response=response, request=request
+                )
         finally:
             _request_id.reset(token)
         response["X-Request-ID"] = str(request_id)
