@@ -10,7 +10,7 @@ endif
 PGDIR ?= /tmp/dicom-pgtest-$(PGPORT)
 PYTEST_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-SYSTEM_PACKAGES := postgresql dcmtk dicom3tools chromium chromium-driver
+SYSTEM_PACKAGES := postgresql dcmtk dicom3tools chromium chromium-driver docker-compose
 
 .PHONY: run test lint format migrate superuser system-deps bench fuzz clean
 
@@ -31,7 +31,8 @@ $(VENV)/.dev: requirements.txt requirements-ocr.txt requirements-dev.txt | $(BIN
 
 # Debian packages the suite needs: PostgreSQL (tests run on it), DCMTK (dcmdump checks our output
 # outside pydicom), dicom3tools (dciodvfy, DICOM's object validator, checks that de-identified output
-# stays valid) and Chromium (browser tests of the admin). Installed only when missing.
+# stays valid), Chromium (browser tests of the admin) and docker-compose (validates docker-compose.yml;
+# no daemon needed). Installed only when missing.
 system-deps:
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
@@ -39,6 +40,7 @@ system-deps:
 	command -v dciodvfy >/dev/null 2>&1 || missing="$$missing dicom3tools"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	[ -x /usr/bin/chromedriver ] || missing="$$missing chromium-driver"; \
+	command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || missing="$$missing docker-compose"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && \
