@@ -59,11 +59,8 @@ def test_the_compose_file_is_valid_and_has_the_production_shape(empty_env_file):
     services = config["services"]
     assert {"migrate", "web", "worker", "db", "s3"} <= set(services)
     web, worker = services["web"], services["worker"]
-    assert (
-        "dicomsite.asgi:application" in " ".join(web["command"])
-        if isinstance(web["command"], list)
-        else "dicomsite.asgi:application" in web["command"]
-    )
+    command = web["command"] if isinstance(web["command"], str) else " ".join(web["command"])
+    assert "dicomsite.asgi:application" in command
     assert "/readyz" in " ".join(web["healthcheck"]["test"])
     assert "worker_health" in " ".join(worker["healthcheck"]["test"])
     assert services["web"]["environment"]["DJANGO_PRODUCTION"] == "true"
