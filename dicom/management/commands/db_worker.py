@@ -5,16 +5,22 @@ this command. Everything else (claiming with ``select_for_update(skip_locked=Tru
 signals) is django-tasks-db's own worker, reached through ``dicom.services.task_queue``.
 """
 
+import contextlib
 import logging
 import threading
+import time
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import InterfaceError, OperationalError, close_old_connections, connection
 
 from audit.services import flush_tallies
 from dicom.services import jobs, storage, task_queue
 
 logger = logging.getLogger(__name__)
+
+# What the database's absence raises (refused, reset, or a connection closed under a query).
+DATABASE_ERRORS = (OperationalError, InterfaceError)
+DATABASE_RETRY_SECONDS = 1
 
 
 class SurvivingWorker(task_queue.QueueWorker):
@@ -23,7 +29,8 @@ class SurvivingWorker(task_queue.QueueWorker):
     The heartbeat thread also runs the reaper (and the staging sweep and the flush of refusal
     tallies), so abandoned jobs are taken back whether this
     worker is idle or busy with a long job. A job that raised is queued again with a delay until
-    ``DICOM_JOB_MAX_ATTEMPTS``, then given up with its reason.
+    ``DICOM_JOB_MAX_ATTEMPTS``, then given up with its reason. A database outage does not end the
+    worker: it waits for the database, takes back the job it held, and goes on.
     """
 
     def __init__(self, **kwargs) -> None:
@@ -31,18 +38,35 @@ class SurvivingWorker(task_queue.QueueWorker):
         self._stop = threading.Event()
 
     def run(self) -> None:
-        # Jobs still RUNNING under this id belong to an earlier process with the same id, which
-        # is gone (ids are unique per live worker): take them back before beating.
-        jobs.reap_abandoned_jobs(dead_worker_ids=(self.worker_id,))
-        jobs.beat(worker_id=self.worker_id)
         beater = threading.Thread(target=self._beat, name="dicom-heartbeat", daemon=True)
         beater.start()
         try:
-            super().run()
+            while self.running:
+                try:
+                    # Jobs still RUNNING under this id belong to an earlier process with the same
+                    # id, which is gone (ids are unique per live worker), or to this one before
+                    # the database went away under it: take them back before taking new ones.
+                    jobs.reap_abandoned_jobs(dead_worker_ids=(self.worker_id,))
+                    jobs.beat(worker_id=self.worker_id)
+                    super().run()
+                    return
+                except DATABASE_ERRORS:
+                    # The database is away (restarted, failed over): django-tasks-db's loop
+                    # raises out of the worker. Wait for it instead of exiting, so a database
+                    # outage does not leave the queue without workers until someone restarts them.
+                    logger.warning(
+                        "worker %s: the database is unreachable; trying again in %s s",
+                        self.worker_id,
+                        DATABASE_RETRY_SECONDS,
+                        exc_info=True,
+                    )
+                    connection.close_if_unusable_or_obsolete()
+                    time.sleep(DATABASE_RETRY_SECONDS)
         finally:
             self._stop.set()
             beater.join(timeout=settings.DICOM_WORKER_HEARTBEAT_SECONDS + 5)
-            jobs.forget_worker(worker_id=self.worker_id)
+            with contextlib.suppress(*DATABASE_ERRORS):
+                jobs.forget_worker(worker_id=self.worker_id)
 
     def _beat(self) -> None:
         while not self._stop.wait(settings.DICOM_WORKER_HEARTBEAT_SECONDS):
