@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # A throwaway PostgreSQL on loopback for the test suite: `pg_test.sh start DIR PORT` / `stop DIR`.
+# `pause DIR` stops the server and keeps its data; `resume DIR PORT` starts it again on that data
+# (the topology test's database outage).
 # Runs the server as the `postgres` system user when invoked as root (PostgreSQL refuses root).
 set -euo pipefail
 action=$1
@@ -14,6 +16,12 @@ as_owner() {
   if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
+start_server() {
+  as_owner "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=100" \
+    start >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
+}
+
 case "$action" in
   start)
     rm -rf "$dir"
@@ -21,10 +29,14 @@ case "$action" in
     [ "$(id -u)" = 0 ] && chown postgres:postgres "$dir"
     as_owner "$bindir/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 >"$dir/initdb.log" 2>&1 \
       || { cat "$dir/initdb.log" >&2; exit 1; }
-    as_owner "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-      -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=100" \
-      start >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
+    start_server
     echo "PostgreSQL listening on 127.0.0.1:$port (data in $dir)"
+    ;;
+  pause)
+    as_owner "$bindir/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null
+    ;;
+  resume)
+    start_server
     ;;
   stop)
     if [ -d "$dir/data" ]; then
@@ -33,7 +45,7 @@ case "$action" in
     rm -rf "$dir"
     ;;
   *)
-    echo "usage: $0 start|stop DIR [PORT]" >&2
+    echo "usage: $0 start|stop|pause|resume DIR [PORT]" >&2
     exit 2
     ;;
 esac
