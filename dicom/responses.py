@@ -4,6 +4,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from asgiref.sync import sync_to_async
 from django.http import FileResponse, Http404, HttpRequest
 
 from audit.services import Actor, Operation, operation
@@ -17,9 +18,28 @@ def client_address(request: HttpRequest) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
 
 
+class StoredFileResponse(FileResponse):
+    """A file streamed a block at a time, by the ASGI handler too.
+
+    Django's ASGI handler, given a response over a synchronous iterator (a file), lists it whole
+    in memory before sending (``StreamingHttpResponse.__aiter__``): a 1 GB download would take
+    1 GB of the web worker. Here each block is read in the request's thread and sent before the
+    next is read. Under WSGI (the test client) the file is iterated as usual.
+    """
+
+    block_size = 1024 * 1024
+
+    async def __aiter__(self):
+        blocks = iter(self.streaming_content)
+        end = object()
+        read_next = sync_to_async(next)
+        while (block := await read_next(blocks, end)) is not end:
+            yield block
+
+
 def stored_file_response(dicom_file: DicomFile) -> FileResponse:
     """Stream a stored file as ``application/dicom``, named after its id (never a client's filename)."""
-    response = FileResponse(
+    response = StoredFileResponse(
         storage.open_stored(dicom_file.storage_key),
         as_attachment=True,
         filename=f"{dicom_file.id}.dcm",

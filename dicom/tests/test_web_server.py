@@ -273,3 +273,60 @@ def test_the_api_stays_up_when_the_worker_dies_and_a_new_worker_takes_the_job(tm
             text=True,
         )
         assert [int(pid) for pid in restarted.stdout.split()] not in ([], [worker])
+
+
+def _vm_hwm_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def test_a_large_upload_and_download_keep_the_web_workers_memory_bounded(tmp_path):
+    """A 300 MB file goes up and comes back down; the web worker's peak memory grows less than 100 MB."""
+    from dicom.tests.services.dicom_builders import write_native_image
+
+    image = tmp_path / "large.dcm"
+    size = write_native_image(image, rows=1024, columns=1024, frames=150)
+    head = _multipart(b"", study_type="big")[: -len(f"\r\n--{BOUNDARY}--\r\n")]
+    tail = f"\r\n--{BOUNDARY}--\r\n".encode()
+    with live_server(tmp_path, WEB_WORKERS="1") as server:
+        (master,) = [
+            int(pid)
+            for pid in subprocess.run(
+                ["pgrep", "-f", "gunicorn dicomsite.asgi", "-P", str(server.script.pid)],
+                capture_output=True,
+                text=True,
+            ).stdout.split()
+        ]
+        (worker,) = [int(pid) for pid in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
+        before = _vm_hwm_kb(worker)
+        conn = server.connection(timeout=300)
+        conn.putrequest("POST", "/api/dicom/upload")
+        conn.putheader("Authorization", f"Token {server.token}")
+        conn.putheader("Content-Type", MULTIPART["Content-Type"])
+        conn.putheader("Content-Length", str(len(head) + size + len(tail)))
+        conn.endheaders()
+        conn.send(head)
+        with open(image, "rb") as source:
+            while block := source.read(1024 * 1024):
+                conn.send(block)
+        conn.send(tail)
+        response = conn.getresponse()
+        body = json.loads(response.read())
+        assert response.status == 200, body
+        conn.request(
+            "GET",
+            f"/api/dicom/download/{body['file_id']}",
+            headers={"Authorization": f"Token {server.token}"},
+        )
+        response = conn.getresponse()
+        assert response.status == 200
+        received = 0
+        while block := response.read(1024 * 1024):
+            received += len(block)
+        conn.close()
+        growth_mb = (_vm_hwm_kb(worker) - before) / 1024
+    print(f"{size / 1e6:.0f} MB up and down: web worker peak grew {growth_mb:.0f} MB")
+    assert received == size
+    assert growth_mb < 100
