@@ -32,7 +32,8 @@ class StoredFileResponse(FileResponse):
     async def __aiter__(self):
         blocks = iter(self.streaming_content)
         end = object()
-        read_next = sync_to_async(next)
+        # Not thread-sensitive: any thread may read a file; downloads do not queue behind each other.
+        read_next = sync_to_async(next, thread_sensitive=False)
         while (block := await read_next(blocks, end)) is not end:
             yield block
 

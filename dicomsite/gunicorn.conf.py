@@ -8,13 +8,6 @@ filtered list would otherwise write what someone typed into every line of the lo
 written by the request-log middleware, ``dicomsite.logs`` (uvicorn's own access log is off).
 """
 
-import os
-
-# Under ASGI each request's sync code runs in a thread of its own: a connection kept open past the
-# request would stay with a thread that is gone (one more each request, until the database's
-# limit). The web workers close theirs when each request ends; the db_worker keeps its own open.
-os.environ["DJANGO_CONN_MAX_AGE"] = "0"
-
 worker_class = "dicomsite.server.Worker"
 control_socket_disable = True
 # Ctrl-C and deploys: requests in flight get this long to finish.

@@ -147,7 +147,7 @@ def _sqlite(path: str) -> dict:
     return {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": path,
-        # Kept open for the process's life unless DJANGO_CONN_MAX_AGE is set (the web server sets 0).
+        # Kept open for the thread's life unless DJANGO_CONN_MAX_AGE says otherwise.
         "CONN_MAX_AGE": None
         if "DJANGO_CONN_MAX_AGE" not in os.environ
         else env_int("DJANGO_CONN_MAX_AGE", 0, minimum=0),
@@ -246,6 +246,8 @@ DICOM_STAGING_MAX_AGE_SECONDS = env_int("DICOM_STAGING_MAX_AGE_SECONDS", 3600, m
 DICOM_HEADER_TIMEOUT_SECONDS = env_int("DICOM_HEADER_TIMEOUT_SECONDS", 10, minimum=1)
 DICOM_BODY_GRACE_SECONDS = env_int("DICOM_BODY_GRACE_SECONDS", 10, minimum=1)
 DICOM_BODY_MIN_RATE = env_int("DICOM_BODY_MIN_RATE", 16 * 1024, minimum=1)
+# Threads per web worker that run requests (each keeps its database connection).
+DICOM_WEB_THREADS = env_int("DICOM_WEB_THREADS", 8, minimum=1)
 DICOM_WORKER_STALE_SECONDS = env_int("DICOM_WORKER_STALE_SECONDS", 30, minimum=2)
 # A job that raised is tried again after this many seconds times its attempt number.
 DICOM_JOB_RETRY_DELAY_SECONDS = env_int("DICOM_JOB_RETRY_DELAY_SECONDS", 10, minimum=0)
