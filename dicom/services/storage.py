@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -169,6 +170,30 @@ def exists(key: str) -> bool:
 def delete(key: str) -> None:
     if key:
         default_storage.delete(key)
+
+
+# The top folders of the service's keys (key_for, preview_key_for): <folder>/<2 chars>/<uuid>...
+KEY_FOLDERS = ("dicom", "previews")
+
+
+def iter_keys() -> Iterator[tuple[str, uuid.UUID]]:
+    """Every stored key the service made, with the file id its name starts with (others are skipped)."""
+    for folder in KEY_FOLDERS:
+        if not default_storage.exists(folder) and _is_local():
+            continue
+        shards, _ = default_storage.listdir(folder)
+        for shard in shards:
+            _, names = default_storage.listdir(f"{folder}/{shard}")
+            for name in names:
+                try:
+                    file_id = uuid.UUID(name[:36])
+                except ValueError:
+                    continue
+                yield f"{folder}/{shard}/{name}", file_id
+
+
+def modified_at(key: str):
+    return default_storage.get_modified_time(key)
 
 
 def _staging_prefix(pid: int) -> str:

@@ -15,8 +15,11 @@ from django.db import InterfaceError, OperationalError, close_old_connections, c
 
 from audit.services import flush_tallies
 from dicom.services import jobs, storage, task_queue
+from dicom.services.orphans import sweep_orphaned_objects
 
 logger = logging.getLogger(__name__)
+
+ORPHAN_SWEEP_SECONDS = 600
 
 # What the database's absence raises (refused, reset, or a connection closed under a query).
 DATABASE_ERRORS = (OperationalError, InterfaceError)
@@ -69,6 +72,8 @@ class SurvivingWorker(task_queue.QueueWorker):
                 jobs.forget_worker(worker_id=self.worker_id)
 
     def _beat(self) -> None:
+        # Listing the whole store is not for every beat: objects without a row, every ten minutes.
+        next_orphan_sweep = time.monotonic() + ORPHAN_SWEEP_SECONDS
         while not self._stop.wait(settings.DICOM_WORKER_HEARTBEAT_SECONDS):
             try:
                 close_old_connections()
@@ -77,6 +82,9 @@ class SurvivingWorker(task_queue.QueueWorker):
                 storage.sweep_staging(older_than_seconds=settings.DICOM_STAGING_MAX_AGE_SECONDS)
                 # Refusal tallies of minutes that are over reach the trail even when no request comes.
                 flush_tallies()
+                if time.monotonic() >= next_orphan_sweep:
+                    next_orphan_sweep = time.monotonic() + ORPHAN_SWEEP_SECONDS
+                    sweep_orphaned_objects(older_than_seconds=settings.DICOM_STAGING_MAX_AGE_SECONDS)
             except Exception:
                 # A database hiccup must not kill the heartbeat; the next beat tries again.
                 logger.exception("worker %s: heartbeat failed", self.worker_id)

@@ -1,9 +1,10 @@
-"""Remove staged files that requests or jobs which died left behind (partial originals among them)."""
+"""Remove what requests or jobs which died left behind: staged files, and stored objects without a row."""
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from dicom.services import storage
+from dicom.services.orphans import sweep_orphaned_objects
 
 
 class Command(BaseCommand):
@@ -19,3 +20,6 @@ class Command(BaseCommand):
         age = 0 if options["all"] else settings.DICOM_STAGING_MAX_AGE_SECONDS
         removed = storage.sweep_staging(older_than_seconds=age)
         self.stdout.write(f"removed {removed} staged file(s)")
+        # Objects without a row: only old ones, even with --all (another process may be storing).
+        orphans = sweep_orphaned_objects(older_than_seconds=settings.DICOM_STAGING_MAX_AGE_SECONDS)
+        self.stdout.write(f"removed {orphans} stored object(s) without a file row")
