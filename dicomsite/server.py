@@ -182,7 +182,12 @@ class BoundedASGIHandler(ASGIHandler):
                 state["complete"] = not message.get("more_body", False)
                 if state["received"] > limit:
                     return await _refused_body(
-                        scope, send, state, 413, f"the request body exceeds the limit of {limit} bytes"
+                        scope,
+                        send,
+                        state,
+                        413,
+                        f"the request body exceeds the limit of {limit} bytes",
+                        drain=receive if message.get("more_body") else None,
                     )
             return message
 
@@ -200,14 +205,32 @@ class BoundedASGIHandler(ASGIHandler):
         return super().create_request(scope, body_file)
 
 
-async def _refused_body(scope, send, state: dict, status: int, detail: str) -> dict:
+# A client that sends its whole body before reading the answer would find the connection reset
+# (and the 413 lost) if it were closed under it: what it still sends, up to this, is read and dropped.
+DRAIN_BYTES, DRAIN_SECONDS = 16 * 1024 * 1024, 5
+
+
+async def _refused_body(scope, send, state: dict, status: int, detail: str, drain=None) -> dict:
     state["refused"] = True
-    await _refuse(scope, send, status, detail)
+    await _refuse(scope, send, status, detail, drain=drain)
     # Django's read_body stops at a disconnect (RequestAborted) and answers nothing more.
     return {"type": "http.disconnect"}
 
 
-async def _refuse(scope, send, status: int, detail: str) -> None:
+async def _drain(receive) -> None:
+    drained = 0
+    try:
+        async with asyncio.timeout(DRAIN_SECONDS):
+            while drained < DRAIN_BYTES:
+                message = await receive()
+                drained += len(message.get("body", b""))
+                if message["type"] != "http.request" or not message.get("more_body"):
+                    return
+    except TimeoutError:
+        return
+
+
+async def _refuse(scope, send, status: int, detail: str, drain=None) -> None:
     fields = {"method": scope.get("method"), "path": scope.get("path"), "status": status, "user_id": None}
     request_logger.info(
         "%s %s %s refused by the server: %s",
@@ -229,4 +252,6 @@ async def _refuse(scope, send, status: int, detail: str) -> None:
             ],
         }
     )
+    if drain is not None:
+        await _drain(drain)  # before the body: a response complete would end the reading
     await send({"type": "http.response.body", "body": body})

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -42,11 +44,38 @@ def _answers(port: int) -> bool:
         return False
 
 
-@pytest.fixture
-def embedded_server(tmp_path):
-    """``scripts/run.sh`` (gunicorn + db_worker) on SQLite under ``tmp_path``: ``(port, token)``.
+class LiveServer:
+    """A running ``scripts/run.sh``: its port, a client token, its log file and its process."""
 
-    The token is a new ordinary user's. The server's output is in ``tmp_path / "server.log"``.
+    def __init__(self, port: int, token: str, log: Path, script: subprocess.Popen) -> None:
+        self.port, self.token, self.log, self.script = port, token, log, script
+
+    def connection(self, timeout: float = 30) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+    def request(self, method: str, path: str, body=None, headers=None, *, chunked: bool = False):
+        """One request with the token over a new connection: ``(status, body bytes)``."""
+        conn = self.connection()
+        conn.request(
+            method,
+            path,
+            body=body,
+            headers={"Authorization": f"Token {self.token}", **(headers or {})},
+            encode_chunked=chunked,
+        )
+        response = conn.getresponse()
+        data = response.read()
+        conn.close()
+        return response.status, data
+
+
+@contextmanager
+def embedded_service(tmp_path: Path, **extra_env: str) -> Iterator[LiveServer]:
+    """``scripts/run.sh`` (the web server + db_worker) on SQLite under ``tmp_path``, as ``make run`` starts it.
+
+    ``extra_env`` adds or overrides variables (limits, timeouts, worker counts). The token is a new
+    ordinary user's; the server's output is in ``tmp_path / "server.log"``. Stopped as Ctrl-C stops
+    ``make run``.
     """
     env = {
         **{k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DJANGO_SETTINGS_MODULE"}},
@@ -54,6 +83,7 @@ def embedded_server(tmp_path):
         "PORT": str(free_port()),
         "BIN": str(Path(sys.executable).parent),
         "DJANGO_LOG_LEVEL": "WARNING",
+        **extra_env,
     }
     python = sys.executable
     subprocess.run([python, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
@@ -70,8 +100,9 @@ def embedded_server(tmp_path):
         text=True,
     ).stdout.split()[-1]
     # The server's output goes to a file: an unread pipe fills up and blocks the server.
-    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115
-    server = subprocess.Popen(
+    log_path = tmp_path / "server.log"
+    log = open(log_path, "wb")  # noqa: SIM115
+    script = subprocess.Popen(
         ["scripts/run.sh"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
     port = int(env["PORT"])
@@ -79,12 +110,23 @@ def embedded_server(tmp_path):
     while not _answers(port) and time.monotonic() < deadline:
         time.sleep(0.2)
     try:
-        yield port, token
+        yield LiveServer(port, token, log_path, script)
     finally:
         # What Ctrl-C does in `make run`: both the web server and the worker stop.
-        os.killpg(server.pid, signal.SIGINT)
-        server.wait(timeout=60)
+        os.killpg(script.pid, signal.SIGINT)
+        try:
+            script.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(script.pid, signal.SIGKILL)
+            script.wait(timeout=10)
         log.close()
+
+
+@pytest.fixture
+def embedded_server(tmp_path):
+    """:func:`embedded_service` with its defaults: ``(port, token)``."""
+    with embedded_service(tmp_path) as server:
+        yield server.port, server.token
 
 
 @pytest.fixture(scope="module")

@@ -5,103 +5,25 @@ Django's ASGI application, the db_worker), on SQLite in this test's directory, o
 """
 
 import hashlib
-import http.client
 import json
 import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from pydicom.data import get_testdata_file
 
-ROOT = Path(__file__).resolve().parents[2]
+from dicom.tests.conftest import embedded_service
+
 BOUNDARY = "web-server-test-boundary"
 CT_SMALL = Path(get_testdata_file("CT_small.dcm"))
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class LiveServer:
-    def __init__(self, port: int, token: str, log: Path, script: subprocess.Popen) -> None:
-        self.port, self.token, self.log, self.script = port, token, log, script
-
-    def connection(self, timeout: float = 30) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-
-    def request(self, method: str, path: str, body=None, headers=None, *, chunked: bool = False):
-        conn = self.connection()
-        conn.request(
-            method,
-            path,
-            body=body,
-            headers={"Authorization": f"Token {self.token}", **(headers or {})},
-            encode_chunked=chunked,
-        )
-        response = conn.getresponse()
-        data = response.read()
-        conn.close()
-        return response.status, data
-
-
-@contextmanager
-def live_server(tmp_path: Path, **extra_env: str):
-    env = {
-        **{k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DJANGO_SETTINGS_MODULE"}},
-        "DICOM_DATA_DIR": str(tmp_path / "data"),
-        "PORT": str(_free_port()),
-        "BIN": str(Path(sys.executable).parent),
-        "DJANGO_LOG_LEVEL": "WARNING",
-        **extra_env,
-    }
-    python = sys.executable
-    subprocess.run([python, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
-    create = (
-        "from django.contrib.auth.models import User;from rest_framework.authtoken.models import Token;"
-        f"print(Token.objects.create(user=User.objects.create_user('client-{uuid.uuid4().hex[:6]}')).key)"
-    )
-    token = subprocess.run(
-        [python, "manage.py", "shell", "-c", create],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.split()[-1]
-    log_path = tmp_path / "server.log"
-    log = open(log_path, "wb")  # noqa: SIM115  (a file: an unread pipe would block the server)
-    script = subprocess.Popen(
-        ["scripts/run.sh"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    server = LiveServer(int(env["PORT"]), token, log_path, script)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            server.request("GET", f"/api/dicom/status/{uuid.uuid4()}")
-            break
-        except OSError:
-            time.sleep(0.2)
-    try:
-        yield server
-    finally:
-        os.kill(script.pid, signal.SIGTERM)
-        try:
-            script.wait(timeout=60)
-        finally:
-            os.killpg(script.pid, signal.SIGKILL) if script.poll() is None else None
-            log.close()
 
 
 def _multipart(payload: bytes, **fields: str) -> bytes:
@@ -127,7 +49,7 @@ def _chunks(body: bytes, size: int = 7919):
 def test_a_chunked_upload_is_stored_with_its_hash_and_zeroed_preamble(tmp_path):
     payload = CT_SMALL.read_bytes()
     expected = b"\0" * 128 + payload[128:]
-    with live_server(tmp_path) as server:
+    with embedded_service(tmp_path) as server:
         status, body = server.request(
             "POST",
             "/api/dicom/upload",
@@ -154,7 +76,7 @@ def test_a_chunked_upload_is_stored_with_its_hash_and_zeroed_preamble(tmp_path):
 
 def test_bodies_over_the_limit_are_refused_early_chunked_or_declared(tmp_path):
     limit = 1024 * 1024
-    with live_server(tmp_path, DICOM_MAX_UPLOAD_SIZE=str(limit)) as server:
+    with embedded_service(tmp_path, DICOM_MAX_UPLOAD_SIZE=str(limit)) as server:
         too_big = _multipart(b"\0" * (limit + 2 * 1024 * 1024))
         status, body = server.request(
             "POST", "/api/dicom/upload", body=_chunks(too_big, 65536), headers=MULTIPART, chunked=True
@@ -180,7 +102,7 @@ TRICKLERS, TRICKLE_SECONDS = 30, 30
 def test_thirty_trickling_clients_do_not_slow_a_normal_one(tmp_path):
     """30 connections sending 1 byte/s (half in their headers, half in a declared body) for 30 s."""
     payload = _multipart(CT_SMALL.read_bytes(), study_type="ct")
-    with live_server(tmp_path, DICOM_HEADER_TIMEOUT_SECONDS="5", DICOM_BODY_GRACE_SECONDS="5") as server:
+    with embedded_service(tmp_path, DICOM_HEADER_TIMEOUT_SECONDS="5", DICOM_BODY_GRACE_SECONDS="5") as server:
         closed_after: list[float] = []
         stop = threading.Event()
 
@@ -243,7 +165,7 @@ def test_thirty_trickling_clients_do_not_slow_a_normal_one(tmp_path):
 
 
 def test_the_api_stays_up_when_the_worker_dies_and_a_new_worker_takes_the_job(tmp_path):
-    with live_server(tmp_path) as server:
+    with embedded_service(tmp_path) as server:
         status, body = server.request(
             "POST", "/api/dicom/upload", body=_multipart(CT_SMALL.read_bytes()), headers=MULTIPART
         )
@@ -290,7 +212,7 @@ def test_a_large_upload_and_download_keep_the_web_workers_memory_bounded(tmp_pat
     size = write_native_image(image, rows=1024, columns=1024, frames=150)
     head = _multipart(b"", study_type="big")[: -len(f"\r\n--{BOUNDARY}--\r\n")]
     tail = f"\r\n--{BOUNDARY}--\r\n".encode()
-    with live_server(tmp_path, WEB_WORKERS="1") as server:
+    with embedded_service(tmp_path, WEB_WORKERS="1") as server:
         (master,) = [
             int(pid)
             for pid in subprocess.run(
