@@ -10,28 +10,16 @@ from pathlib import Path
 import pytest
 from pydicom.data import get_testdata_file
 
-BOUNDARY = "embedded-test-boundary"
+from dicom.tests.multipart import CONTENT_TYPE, multipart
 
 pytestmark = pytest.mark.slow
-
-
-def _multipart(payload: bytes, **fields: str) -> bytes:
-    parts = [
-        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
-        for name, value in fields.items()
-    ]
-    parts.append(
-        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="x.dcm"\r\n'
-        "Content-Type: application/dicom\r\n\r\n"
-    )
-    return "".join(parts).encode() + payload + f"\r\n--{BOUNDARY}--\r\n".encode()
 
 
 def _request(port: int, method: str, path: str, token: str, body: bytes | None = None) -> tuple[int, dict]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     headers = {"Authorization": f"Token {token}"}
     if body is not None:
-        headers["Content-Type"] = f"multipart/form-data; boundary={BOUNDARY}"
+        headers["Content-Type"] = CONTENT_TYPE
     conn.request(method, path, body=body, headers=headers)
     response = conn.getresponse()
     data = response.read()
@@ -49,7 +37,7 @@ def test_six_clients_uploading_while_the_worker_writes_all_succeed(embedded_serv
     def client() -> None:
         for round_ in range(5):
             status, body = _request(
-                port, "POST", "/api/dicom/upload", token, _multipart(payload, study_type="ct")
+                port, "POST", "/api/dicom/upload", token, multipart(payload, study_type="ct")
             )
             with lock:
                 statuses.append(status)

@@ -47,11 +47,12 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
+from dicom.tests.multipart import CONTENT_TYPE, multipart
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-BOUNDARY = "topology-test-boundary"
 BUCKET = "dicom-topology"
 SOURCES = ["CT_small.dcm", "MR_small.dcm"]
 ANONYMIZE_TASK = "dicom.tasks.anonymize_file_task"
@@ -97,18 +98,6 @@ def _instance(index: int) -> bytes:
     buffer = io.BytesIO()
     dataset.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
-
-
-def _multipart(payload: bytes, **fields: str) -> bytes:
-    parts = [
-        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
-        for name, value in fields.items()
-    ]
-    parts.append(
-        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="x.dcm"\r\n'
-        "Content-Type: application/dicom\r\n\r\n"
-    )
-    return "".join(parts).encode() + payload + f"\r\n--{BOUNDARY}--\r\n".encode()
 
 
 @dataclass
@@ -458,8 +447,8 @@ class Clients:
             "POST",
             "/api/dicom/upload",
             "upload",
-            body=_multipart(payload, **fields),
-            headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+            body=multipart(payload, **fields),
+            headers={"Content-Type": CONTENT_TYPE},
         )
         body = self.expect(answer, f"upload {index}")
         if not body:
@@ -575,13 +564,13 @@ def _database_outage(topology: Topology, web: Web, token: str, tally: Tally) -> 
     auth = {"Authorization": f"Token {token}"}
     original = next(file_id for file_id, anonymized, _ in tally.uploads if not anonymized)
     payload = _instance(20_000)
-    multipart = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}", **auth}
+    form = {"Content-Type": CONTENT_TYPE, **auth}
     probes = [
         ("status", "GET", f"/api/dicom/status/{original}", None, auth),
         ("metadata", "GET", f"/api/dicom/metadata/{original}", None, auth),
         ("download", "GET", f"/api/dicom/download/{original}", None, auth),
         ("anonymize", "POST", f"/api/dicom/anonymize/{original}", None, auth),
-        ("upload", "POST", "/api/dicom/upload", _multipart(payload), multipart),
+        ("upload", "POST", "/api/dicom/upload", multipart(payload), form),
     ]
     assert web.request("GET", "/readyz").status == 200
     paused = time.monotonic()

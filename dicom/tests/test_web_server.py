@@ -19,26 +19,14 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from dicom.tests.conftest import embedded_service
+from dicom.tests.multipart import CONTENT_TYPE, TAIL, multipart, multipart_head
 
-BOUNDARY = "web-server-test-boundary"
 CT_SMALL = Path(get_testdata_file("CT_small.dcm"))
 
 pytestmark = pytest.mark.slow
 
 
-def _multipart(payload: bytes, **fields: str) -> bytes:
-    parts = [
-        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
-        for name, value in fields.items()
-    ]
-    parts.append(
-        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="x.dcm"\r\n'
-        "Content-Type: application/dicom\r\n\r\n"
-    )
-    return "".join(parts).encode() + payload + f"\r\n--{BOUNDARY}--\r\n".encode()
-
-
-MULTIPART = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+MULTIPART = {"Content-Type": CONTENT_TYPE}
 
 
 def _chunks(body: bytes, size: int = 7919):
@@ -53,7 +41,7 @@ def test_a_chunked_upload_is_stored_with_its_hash_and_zeroed_preamble(tmp_path):
         status, body = server.request(
             "POST",
             "/api/dicom/upload",
-            body=_chunks(_multipart(payload, study_type="ct")),
+            body=_chunks(multipart(payload, study_type="ct")),
             headers=MULTIPART,
             chunked=True,
         )
@@ -66,7 +54,7 @@ def test_a_chunked_upload_is_stored_with_its_hash_and_zeroed_preamble(tmp_path):
         status, body = server.request(
             "POST",
             "/api/dicom/upload",
-            body=_chunks(_multipart(payload, anonymize="true")),
+            body=_chunks(multipart(payload, anonymize="true")),
             headers=MULTIPART,
             chunked=True,
         )
@@ -77,7 +65,7 @@ def test_a_chunked_upload_is_stored_with_its_hash_and_zeroed_preamble(tmp_path):
 def test_bodies_over_the_limit_are_refused_early_chunked_or_declared(tmp_path):
     limit = 1024 * 1024
     with embedded_service(tmp_path, DICOM_MAX_UPLOAD_SIZE=str(limit)) as server:
-        too_big = _multipart(b"\0" * (limit + 2 * 1024 * 1024))
+        too_big = multipart(b"\0" * (limit + 2 * 1024 * 1024))
         status, body = server.request(
             "POST", "/api/dicom/upload", body=_chunks(too_big, 65536), headers=MULTIPART, chunked=True
         )
@@ -101,7 +89,7 @@ TRICKLERS, TRICKLE_SECONDS = 30, 30
 
 def test_thirty_trickling_clients_do_not_slow_a_normal_one(tmp_path):
     """30 connections sending 1 byte/s (half in their headers, half in a declared body) for 30 s."""
-    payload = _multipart(CT_SMALL.read_bytes(), study_type="ct")
+    payload = multipart(CT_SMALL.read_bytes(), study_type="ct")
     with embedded_service(tmp_path, DICOM_HEADER_TIMEOUT_SECONDS="5", DICOM_BODY_GRACE_SECONDS="5") as server:
         closed_after: list[float] = []
         stop = threading.Event()
@@ -167,7 +155,7 @@ def test_thirty_trickling_clients_do_not_slow_a_normal_one(tmp_path):
 def test_the_api_stays_up_when_the_worker_dies_and_a_new_worker_takes_the_job(tmp_path):
     with embedded_service(tmp_path) as server:
         status, body = server.request(
-            "POST", "/api/dicom/upload", body=_multipart(CT_SMALL.read_bytes()), headers=MULTIPART
+            "POST", "/api/dicom/upload", body=multipart(CT_SMALL.read_bytes()), headers=MULTIPART
         )
         file_id = json.loads(body)["file_id"]
         workers = subprocess.run(
@@ -210,8 +198,7 @@ def test_a_large_upload_and_download_keep_the_web_workers_memory_bounded(tmp_pat
 
     image = tmp_path / "large.dcm"
     size = write_native_image(image, rows=1024, columns=1024, frames=150)
-    head = _multipart(b"", study_type="big")[: -len(f"\r\n--{BOUNDARY}--\r\n")]
-    tail = f"\r\n--{BOUNDARY}--\r\n".encode()
+    head, tail = multipart_head(study_type="big"), TAIL
     with embedded_service(tmp_path, WEB_WORKERS="1") as server:
         (master,) = [
             int(pid)
