@@ -15,9 +15,13 @@ that trickles its request holds no thread; the bounds below drop it all the same
 - **Chunked bodies** (``Transfer-Encoding: chunked``, no length): once read, the request is
   given the length it turned out to have; Django's multipart parser reads nothing without one.
 
+- **Threads**: the synchronous middleware chain runs in one hop in a pool of persistent threads
+  (see ``BoundedASGIHandler``).
+
 This is the one module that touches uvicorn's protocol class and ``ASGIHandler``'s methods
-(``handle``, ``create_request``); the versions it was written against are pinned in
-requirements.txt (uvicorn 0.54, uvicorn-worker 0.4, Django 5.2).
+(``__call__``, ``handle``, ``create_request``, ``load_middleware``, ``get_response_async``); the
+versions it was written against are pinned in requirements.txt (uvicorn 0.54, uvicorn-worker 0.4,
+Django 5.2).
 """
 
 from __future__ import annotations
@@ -92,12 +96,6 @@ class Worker(UvicornWorker):
         "lifespan": "off",
         "access_log": False,
     }
-
-
-class BodyRefused(Exception):
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.detail = status, detail
 
 
 def _declared_length(scope) -> int | None:
