@@ -661,6 +661,10 @@ def _drive(topology: Topology) -> None:
 
     assert _wait_for(drained, timeout=60, interval=0.3), "jobs left processing"
     assert web_a.process.poll() is None, "the surviving web server stopped"
+    # What a restart of the killed server does first (as make run does): an upload killed between
+    # storing its object and committing its row left an object without a row; this removes it.
+    swept = topology.manage("sweep_staging", "--all").stdout
+    orphans_swept = int(re.search(r"removed (\d+) stored object", swept).group(1))
     _check_files_jobs_and_bucket(topology, web_a, users["token"], tally)
 
     # --- the database goes away under the running service, and comes back ---
@@ -693,7 +697,8 @@ def _drive(topology: Topology) -> None:
         f"({sum(1 for _, anonymized, _ in tally.uploads if anonymized)} with anonymize=true)"
         f"\nanonymization jobs: {jobs[0]} completed, each once ({jobs[1]} taken back from the killed worker)"
         f"\nrequests: {dict(sorted(tally.statuses.items()))}; {len(tally.lost)} lost with the killed server"
-        f"\nadmin pages: {admin_pages}; kills: {len(kills)} ({'; '.join(kills)})"
+        f"\nadmin pages: {admin_pages}; kills: {len(kills)} ({'; '.join(kills)}); "
+        f"objects without a row swept after the kills: {orphans_swept}"
         f"\noutage: {outage['seconds']:.1f} s; /readyz {outage['readyz']}; "
         f"{outage['requests']} API requests during it: {outage['statuses']}; "
         f"recovered in {outage['recovery']:.1f} s without a restart"
