@@ -4,20 +4,21 @@ from django_tasks_db.management.commands.db_worker import Worker
 from django_tasks_db.models import DBTaskResult
 
 
-def run_worker() -> None:
-    """Run every ready job through django-tasks-db's own worker code, in this test's transaction.
+def run_worker(*, worker_class: type[Worker] = Worker, worker_id: str = "test-worker") -> None:
+    """Run every ready job through a worker's own code (django-tasks-db's by default), in this test's transaction.
 
     (The worker's loop closes connections between polls, which would end the test transaction;
-    the claim-and-run steps are the same.)
+    the claim-and-run steps are the same.) ``worker_class`` is another worker's class to run them
+    with, e.g. the project's ``task_queue.QueueWorker``, which writes a log line per job.
     """
-    worker = Worker(
+    worker = worker_class(
         queue_names=["default"],
         interval=0,
         batch=True,
         backend_name="default",
         startup_delay=False,
         max_tasks=None,
-        worker_id="test-worker",
+        worker_id=worker_id,
         excluded_queue_names=[],
     )
     while (job := DBTaskResult.objects.ready().get_locked()) is not None:

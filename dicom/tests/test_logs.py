@@ -22,6 +22,7 @@ from rest_framework.authtoken.models import Token
 
 from dicom.models import DicomFile
 from dicom.services import storage, task_queue
+from dicom.tests.jobs import run_worker
 
 PROJECT = Path(__file__).resolve().parents[2]
 CT_SMALL = get_testdata_file("CT_small.dcm")
@@ -133,19 +134,7 @@ def test_a_refused_upload_line_holds_no_parser_message(api, json_logs):
 
 
 def _run_jobs() -> None:
-    worker = task_queue.QueueWorker(
-        queue_names=["default"],
-        interval=0,
-        batch=True,
-        backend_name="default",
-        startup_delay=False,
-        max_tasks=None,
-        worker_id="log-test-worker",
-        excluded_queue_names=[],
-    )
-    while (job := DBTaskResult.objects.ready().get_locked()) is not None:
-        job.claim(worker.worker_id)
-        worker.run_task(job)
+    run_worker(worker_class=task_queue.QueueWorker, worker_id="log-test-worker")
 
 
 @pytest.mark.django_db
