@@ -15,7 +15,6 @@ import argparse
 import http.client
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +23,8 @@ import threading
 import time
 import uuid
 from pathlib import Path
+
+from service import running_service
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = str(ROOT / ".venv/bin/python")
@@ -97,75 +98,41 @@ def row_costs(rows: int, database_url: str, label: str, data_dir: str) -> None:
 
 def flood(seconds: float, clients: int) -> None:
     port = free_port()
-    with tempfile.TemporaryDirectory() as data_dir:
-        env = {**os.environ, "DICOM_DATA_DIR": data_dir, "PORT": str(port), "DJANGO_LOG_LEVEL": "WARNING"}
-        env.pop("DATABASE_URL", None)
-        subprocess.run([PYTHON, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
-        server = subprocess.Popen(
-            ["scripts/run.sh"],
-            cwd=ROOT,
-            env={**env, "BIN": str(ROOT / ".venv/bin")},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
-            for _ in range(150):
+    with running_service(port=port) as service:
+        sent = [0] * clients
+        statuses: dict[int, int] = {}
+        deadline = time.perf_counter() + seconds
+
+        def client(index: int) -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            while time.perf_counter() < deadline:
+                path = f"/api/dicom/metadata/{uuid.uuid4()}"
+                headers = {"Authorization": "Token not-a-token"} if index % 2 else {}
                 try:
-                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                    conn.request("GET", "/api/dicom/status/x")
-                    conn.getresponse().read()
-                    break
-                except OSError:
-                    time.sleep(0.2)
-            sent = [0] * clients
-            statuses: dict[int, int] = {}
-            deadline = time.perf_counter() + seconds
+                    conn.request("GET", path, headers=headers)
+                    response = conn.getresponse()
+                    response.read()
+                except (OSError, http.client.HTTPException):
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                    continue
+                sent[index] += 1
+                statuses[response.status] = statuses.get(response.status, 0) + 1
+            conn.close()
 
-            def client(index: int) -> None:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                while time.perf_counter() < deadline:
-                    path = f"/api/dicom/metadata/{uuid.uuid4()}"
-                    headers = {"Authorization": "Token not-a-token"} if index % 2 else {}
-                    try:
-                        conn.request("GET", path, headers=headers)
-                        response = conn.getresponse()
-                        response.read()
-                    except (OSError, http.client.HTTPException):
-                        conn.close()
-                        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                        continue
-                    sent[index] += 1
-                    statuses[response.status] = statuses.get(response.status, 0) + 1
-                conn.close()
-
-            threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            script = (
-                "from django.db.models import Sum; from audit.models import AuditLog; "
-                "from audit.services import flush_tallies; import json; "
-                "during = AuditLog.objects.count(); flush_tallies(everything=True); "
-                "print(json.dumps({'during': during, 'rows': AuditLog.objects.count(), "
-                "'counted': AuditLog.objects.aggregate(n=Sum('count'))['n'] or 0}))"
-            )
-            counted = json.loads(
-                subprocess.run(
-                    [PYTHON, "manage.py", "shell", "-c", script],
-                    cwd=ROOT,
-                    env=env,
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                )
-                .stdout.strip()
-                .splitlines()[-1]
-            )
-        finally:
-            os.killpg(server.pid, signal.SIGINT)
-            server.wait(timeout=30)
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        script = (
+            "from django.db.models import Sum; from audit.models import AuditLog; "
+            "from audit.services import flush_tallies; import json; "
+            "during = AuditLog.objects.count(); flush_tallies(everything=True); "
+            "print(json.dumps({'during': during, 'rows': AuditLog.objects.count(), "
+            "'counted': AuditLog.objects.aggregate(n=Sum('count'))['n'] or 0}))"
+        )
+        counted = json.loads(service.manage("shell", "-c", script))
     total = sum(sent)
     print(
         f"flood of {seconds:.0f} s, {clients} clients, unauthenticated (no token / a bad token): "

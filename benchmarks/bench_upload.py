@@ -15,17 +15,13 @@ Usage: .venv/bin/python benchmarks/bench_upload.py [--seconds 10] [--port 8765] 
 import argparse
 import http.client
 import json
-import os
-import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 from pydicom.data import get_testdata_file
+from service import running_service
 
 ROOT = Path(__file__).resolve().parent.parent
 BOUNDARY = "----benchboundary7d0a1f"
@@ -214,89 +210,44 @@ def main() -> None:
     parser.add_argument("--scan-rounds", type=int, default=3)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as data_dir:
-        env = {
-            **os.environ,
-            "DICOM_DATA_DIR": data_dir,
-            "PORT": str(args.port),
-            "DJANGO_LOG_LEVEL": "WARNING",
-        }
-        env.pop("DATABASE_URL", None)
-        python = str(ROOT / ".venv/bin/python")
-        subprocess.run([python, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
-        username = f"bench-{uuid.uuid4().hex[:6]}"
-        script = (
-            "from django.contrib.auth.models import User; from rest_framework.authtoken.models import Token;"
-            f"u=User.objects.create_user('{username}'); print(Token.objects.create(user=u).key)"
-        )
-        token = (
-            subprocess.run(
-                [python, "manage.py", "shell", "-c", script],
-                cwd=ROOT,
-                env=env,
-                check=True,
-                capture_output=True,
-                text=True,
-            )
-            .stdout.strip()
-            .splitlines()[-1]
-        )
-        server = subprocess.Popen(
-            ["scripts/run.sh"],
-            cwd=ROOT,
-            env={**env, "BIN": str(ROOT / ".venv/bin")},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
-            for _ in range(100):
-                try:
-                    conn = http.client.HTTPConnection("127.0.0.1", args.port, timeout=2)
-                    conn.request("GET", "/api/dicom/status/x")
-                    conn.getresponse().read()
-                    break
-                except OSError:
-                    time.sleep(0.2)
-            payload = Path(get_testdata_file("CT_small.dcm")).read_bytes()
-            run_clients(args.port, token, payload, 2, 2)  # warm up the workers
-            results = {}
-            for clients in (1, 4, 6):
-                done, failed, elapsed = run_clients(args.port, token, payload, clients, args.seconds)
-                results[clients] = {"uploads_per_s": round(done / elapsed, 1), "ok": done, "failed": failed}
-                print(
-                    f"CT_small.dcm, {clients} client(s): {done / elapsed:.1f} uploads/s ({done} ok, {failed} failed)"
-                )
-
-            scan_rates = anonymized_upload_rates(args.port, token, args.scan_seconds, args.scan_rounds)
-            results["anonymize"] = scan_rates
-
-            big = Path(data_dir) / "big.dcm"
-            write_big_dicom(big, args.big_mb)
-            workers = children_of(server.pid)
-            before = {pid: vm_hwm_kb(pid) for pid in workers}
-            start = time.perf_counter()
-            status = stream_upload(args.port, token, big)
-            elapsed = time.perf_counter() - start
-            peaks = {pid: vm_hwm_kb(pid) for pid in workers if Path(f"/proc/{pid}").exists()}
-            peak_mb = max(peaks.values()) / 1024
-            # The receiving process is the one that grew: each process's peak less its own before.
-            growth_mb = max(peaks[pid] - before[pid] for pid in peaks) / 1024
+    with running_service(port=args.port) as service:
+        server, token, data_dir = service.process, service.token, service.env["DICOM_DATA_DIR"]
+        payload = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+        run_clients(args.port, token, payload, 2, 2)  # warm up the workers
+        results = {}
+        for clients in (1, 4, 6):
+            done, failed, elapsed = run_clients(args.port, token, payload, clients, args.seconds)
+            results[clients] = {"uploads_per_s": round(done / elapsed, 1), "ok": done, "failed": failed}
             print(
-                f"{big.stat().st_size / 1e6:.0f} MB upload: HTTP {status} in {elapsed:.1f} s; "
-                f"peak RSS of any server process {peak_mb:.0f} MB (before: {max(before.values()) / 1024:.0f} MB); "
-                f"largest growth of one process {growth_mb:.0f} MB"
+                f"CT_small.dcm, {clients} client(s): {done / elapsed:.1f} uploads/s ({done} ok, {failed} failed)"
             )
-            results["big"] = {
-                "status": status,
-                "seconds": round(elapsed, 1),
-                "peak_rss_mb": round(peak_mb),
-                "growth_mb": round(growth_mb),
-            }
-            print(json.dumps(results))
-        finally:
-            os.killpg(server.pid, signal.SIGINT)
-            server.wait(timeout=30)
+
+        scan_rates = anonymized_upload_rates(args.port, token, args.scan_seconds, args.scan_rounds)
+        results["anonymize"] = scan_rates
+
+        big = Path(data_dir) / "big.dcm"
+        write_big_dicom(big, args.big_mb)
+        workers = children_of(server.pid)
+        before = {pid: vm_hwm_kb(pid) for pid in workers}
+        start = time.perf_counter()
+        status = stream_upload(args.port, token, big)
+        elapsed = time.perf_counter() - start
+        peaks = {pid: vm_hwm_kb(pid) for pid in workers if Path(f"/proc/{pid}").exists()}
+        peak_mb = max(peaks.values()) / 1024
+        # The receiving process is the one that grew: each process's peak less its own before.
+        growth_mb = max(peaks[pid] - before[pid] for pid in peaks) / 1024
+        print(
+            f"{big.stat().st_size / 1e6:.0f} MB upload: HTTP {status} in {elapsed:.1f} s; "
+            f"peak RSS of any server process {peak_mb:.0f} MB (before: {max(before.values()) / 1024:.0f} MB); "
+            f"largest growth of one process {growth_mb:.0f} MB"
+        )
+        results["big"] = {
+            "status": status,
+            "seconds": round(elapsed, 1),
+            "peak_rss_mb": round(peak_mb),
+            "growth_mb": round(growth_mb),
+        }
+        print(json.dumps(results))
 
 
 if __name__ == "__main__":
