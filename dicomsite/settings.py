@@ -24,6 +24,10 @@ PRODUCTION = env_bool("DJANGO_PRODUCTION", False)
 # Debug pages show settings and tracebacks: never on by default, never in production.
 DEBUG = env_bool("DJANGO_DEBUG", False) and not PRODUCTION
 DATA_DIR = Path(env_str("DICOM_DATA_DIR", str(BASE_DIR / "data"))).resolve()
+# Durability: an upload is acknowledged only once its bytes, its directory entry and its row are on
+# disk (fsync of the file and its directory; SQLite synchronous=FULL; PostgreSQL synchronous_commit
+# on for the service's sessions). Off, a power loss can lose acknowledged files (see the README).
+DICOM_FSYNC = env_bool("DICOM_FSYNC", True)
 
 
 def _embedded_secret(name: str) -> str:
@@ -132,8 +136,10 @@ def _database_from_url(url: str) -> dict:
             "CONN_MAX_AGE": conn_max_age,
             "CONN_HEALTH_CHECKS": True,
             # A server that accepts and never answers must not hold a request (or /readyz's
-            # check) for ever: libpq gives up connecting after this many seconds.
-            "OPTIONS": {"connect_timeout": 5},
+            # check) for ever: libpq gives up connecting after this many seconds. With DICOM_FSYNC
+            # a commit returns once its WAL is flushed, whatever the server's default says.
+            "OPTIONS": {"connect_timeout": 5}
+            | ({"options": "-c synchronous_commit=on"} if DICOM_FSYNC else {}),
         }
     raise ImproperlyConfigured(f"DATABASE_URL scheme {parsed.scheme!r} is not supported (sqlite, postgres)")
 
@@ -154,7 +160,10 @@ def _sqlite(path: str) -> dict:
         "OPTIONS": {
             "transaction_mode": "IMMEDIATE",
             "timeout": 30,
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000;",
+            # In WAL mode, FULL syncs the log at each commit; NORMAL may lose the last commits.
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous="
+            + ("FULL" if DICOM_FSYNC else "NORMAL")
+            + "; PRAGMA busy_timeout=30000;",
         },
     }
 

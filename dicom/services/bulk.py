@@ -461,8 +461,7 @@ def _to_directory(spec: WorkSpec, unit: WorkUnit, *, options: DeidOptions, key: 
         if not all(_UID_PATH.match(part) for part in parts):
             raise DicomServiceError("a de-identified UID is not usable as a file name")
         destination = output_dir.joinpath(parts[0], parts[1], f"{parts[2]}.dcm")
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(partial, destination)
+        storage.durable_replace(partial, destination)
     finally:
         partial.unlink(missing_ok=True)
     return Outcome(

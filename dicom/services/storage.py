@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import FileSystemStorage, default_storage
 
@@ -110,6 +111,43 @@ def sha256_of(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def durable_replace(source: Path, destination: Path) -> None:
+    """Rename ``source`` to ``destination``, creating its folders; on disk when this returns.
+
+    With ``DICOM_FSYNC`` (the default) the file's bytes are flushed before the rename, and the
+    directory that gains the entry (and each directory created for it) after, so a power loss after
+    an acknowledgement cannot lose the file or leave a name pointing at missing bytes.
+    """
+    durable = settings.DICOM_FSYNC
+    created = _make_folders(destination.parent)
+    if durable:
+        _fsync(source)
+    os.replace(source, destination)
+    if durable:
+        for folder in (destination.parent, *created):
+            _fsync(folder)
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and missing parents; the parents whose entries changed, deepest first."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            path.mkdir()
+    return [path.parent for path in missing]
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 def store_staged_file(*, staged_path: str | os.PathLike, key: str, sha256: str | None = None) -> StoredFile:
     """Move a finished staged file to ``key`` and return what was stored.
 
@@ -121,10 +159,9 @@ def store_staged_file(*, staged_path: str | os.PathLike, key: str, sha256: str |
     digest = sha256 or sha256_of(staged)
     if _is_local():
         destination = Path(default_storage.path(key))
-        destination.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(staged, 0o600)
         try:
-            os.replace(staged, destination)
+            durable_replace(staged, destination)
         except OSError:
             # A staging directory on another filesystem: copy beside the destination, then rename.
             with (
@@ -132,7 +169,7 @@ def store_staged_file(*, staged_path: str | os.PathLike, key: str, sha256: str |
                 open(staged, "rb") as source,
             ):
                 shutil.copyfileobj(source, temporary, _CHUNK)
-            os.replace(temporary.name, destination)
+            durable_replace(Path(temporary.name), destination)
             staged.unlink(missing_ok=True)
     else:
         with open(staged, "rb") as handle:
