@@ -17,7 +17,6 @@ from typing import BinaryIO
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError as PydicomInvalidDicomError
-from pydicom.filebase import DicomIO
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 
@@ -866,35 +865,25 @@ def _deidentify_stream(
         pixel_policy.apply_plan_to_header(ds, plan)
     report = deidentify_dataset(ds, options=options, key=key, pixel_outcome=pixel_outcome)
     ds.preamble = b"\x00" * 128
-    if run is None:
-        # No top-level pixel data: the header read was the whole dataset.
-        ds.save_as(destination, enforce_file_format=True)
-        return ds, report
-
-    last_pixel_tag = run.tags[-1]
-    tags = list(ds.keys())
-    tail_elements = [ds.get_item(tag) for tag in tags if tag > last_pixel_tag]
-    for elem in tail_elements:
-        del ds[elem.tag]
+    writer = streaming.Part10Writer(ds)
     owned = isinstance(destination, str | os.PathLike)
     out = open(os.fspath(destination), "wb") if owned else destination  # type: ignore[arg-type]  # noqa: SIM115
     try:
-        writer = DicomIO(out)
-        ds.save_as(writer, enforce_file_format=True)
-        if plan is not None:
-            pixel_policy.write_cleaned_pixels(writer, source_image, pixels, fp, plan)
+        if run is None:
+            # No top-level pixel data: the header read was the whole dataset.
+            writer.header(out)
         else:
-            streaming.copy_pixel_bytes(fp, writer, run)
-        if tail_elements:
-            streaming.write_tail(writer, tail_elements, whole=ds)
+            writer.header(out, below=run.tags[0])
+            if plan is not None:
+                pixel_policy.write_cleaned_pixels(out, source_image, pixels, fp, plan)
+            else:
+                streaming.copy_pixel_bytes(fp, out, run)
+            writer.rest(out, above=run.tags[-1])
     except BaseException:
         if owned:
             out.close()
             os.unlink(destination)  # type: ignore[arg-type]
         raise
-    finally:
-        for elem in tail_elements:
-            ds[elem.tag] = elem
     if owned:
         out.close()
     return ds, report

@@ -6,22 +6,34 @@ when encapsulated, its item headers) without reading a single pixel, so it knows
 copy; :func:`read_tail` parses whatever follows as a dataset of its own; :func:`copy_pixel_bytes`
 copies the range in fixed-size chunks and :func:`write_tail` encodes the de-identified tail exactly as
 pydicom would have encoded it as part of the whole dataset. Nothing here decodes pixel data.
+
+:class:`Part10Writer` writes the de-identified dataset as ``save_as(enforce_file_format=True)`` does,
+byte for byte, but copies every element the engine left raw (as read, never converted) as its header
+and its bytes, without pydicom's per-element buffers; every other element, and every dataset that
+pydicom would re-encode as a whole (another encoding or character set), is written by pydicom's own
+``write_data_element`` / ``write_dataset``. This is the one module that relies on how pydicom's
+reader and writer treat raw elements.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass
 from struct import Struct
+from struct import error as struct_error
 from typing import BinaryIO
 
 from pydicom.charset import convert_encodings
 from pydicom.charset import default_encoding as DEFAULT_ENCODING
 from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.dataset import Dataset
-from pydicom.filebase import DicomIO
+from pydicom.dataset import Dataset, FileMetaDataset, validate_file_meta
+from pydicom.filebase import DicomBytesIO, DicomIO
 from pydicom.filereader import read_dataset
-from pydicom.filewriter import write_dataset
+from pydicom.filewriter import write_data_element, write_dataset
+from pydicom.multival import MultiValue
+from pydicom.uid import UID
+from pydicom.valuerep import AMBIGUOUS_VR, EXPLICIT_VR_LENGTH_32, PersonName
 
 from dicom.services.errors import InvalidDicomError
 
@@ -202,3 +214,336 @@ def write_tail(destination: DicomIO, elements: list[DataElement | RawDataElement
         tail[elem.tag] = elem
     tail.set_original_encoding(*whole.original_encoding, character_encoding=whole.original_character_set)
     write_dataset(destination, tail, parent_encoding=whole.get("SpecificCharacterSet", DEFAULT_ENCODING))
+
+
+# VRs whose explicit-VR header has 2 reserved bytes and a 4-byte length, as pydicom's writer has them.
+_LONG_VR_NAMES = frozenset(str(vr) for vr in EXPLICIT_VR_LENGTH_32)
+ITEM_DELIMITER = 0xFFFEE00D
+_ITEM_HEADER = {
+    True: Struct("<HHL").pack(0xFFFE, 0xE000, UNDEFINED_LENGTH),
+    False: Struct(">HHL").pack(0xFFFE, 0xE000, UNDEFINED_LENGTH),
+}
+_ITEM_END = {True: Struct("<HHL").pack(0xFFFE, 0xE00D, 0), False: Struct(">HHL").pack(0xFFFE, 0xE00D, 0)}
+_SEQUENCE_END = {True: Struct("<HHL").pack(0xFFFE, 0xE0DD, 0), False: Struct(">HHL").pack(0xFFFE, 0xE0DD, 0)}
+_EXPLICIT_LONG = {True: Struct("<HH2sHL"), False: Struct(">HH2sHL")}
+# File meta elements pydicom fills in when they are missing or empty (validate_file_meta).
+_FILE_META_VERSION = 0x00020001
+_IMPLEMENTATION_CLASS_UID = 0x00020012
+_IMPLEMENTATION_VERSION_NAME = 0x00020013
+_MEDIA_STORAGE_SOP_CLASS_UID = 0x00020002
+_MEDIA_STORAGE_SOP_INSTANCE_UID = 0x00020003
+_SOP_CLASS_UID = 0x00080016
+_SOP_INSTANCE_UID = 0x00080018
+_REQUIRED_FILE_META = (0x00020002, 0x00020003, 0x00020010)
+_GROUP_LENGTH = 0x00020000
+_GROUP_LENGTH_HEADER = Struct("<HH2sH").pack(0x0002, 0x0000, b"UL", 4)
+# Strings pydicom writes as ASCII (padded with a space, UIs with a NUL), and text it writes in the
+# dataset's character set: ASCII text is itself in the character sets listed below.
+_ASCII_STRING_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "TM", "UI", "UR"})
+_TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "UC"})
+_NUMBER_FORMATS = {"US": "H", "UL": "L", "SS": "h", "SL": "l"}
+_AMBIGUOUS_OR_SEQUENCE = frozenset(str(vr) for vr in AMBIGUOUS_VR) | {"SQ"}
+_ASCII_ENCODINGS = frozenset(
+    {"iso8859", "latin_1", "utf_8", "iso8859_2", "iso8859_3", "iso8859_4", "iso8859_5", "iso8859_6"}
+    | {"iso8859_7", "iso8859_8", "iso8859_9", "iso8859_11", "tis_620", "euc_kr", "gb18030", "gbk"}
+)
+_SPECIFIC_CHARACTER_SET = 0x00080005
+
+
+class Part10Writer:
+    """Writes a dataset as ``ds.save_as(out, enforce_file_format=True)`` would, in two pieces.
+
+    :meth:`header` writes the preamble, the file meta and the elements below a tag (the top-level pixel
+    data, which the engine copies itself); :meth:`rest` the elements above another. Where a raw element
+    can be copied as read (same VR encoding as the output, nothing to re-encode), its header and bytes
+    are written directly; anything else goes through pydicom's writer, so the bytes are pydicom's
+    either way. A dataset that pydicom would write otherwise than element by element (a transfer
+    syntax that is not its read encoding, a changed character set, file meta elements in the dataset)
+    is written by ``save_as`` itself.
+    """
+
+    def __init__(self, ds: Dataset) -> None:
+        self.ds = ds
+        syntax = UID(str(ds.file_meta.get("TransferSyntaxUID", "") or ""))
+        encoding: tuple[bool | None, bool | None] = (None, None)
+        if syntax.is_transfer_syntax and not syntax.is_deflated:
+            encoding = (syntax.is_implicit_VR, syntax.is_little_endian)
+        self.fast = (
+            None not in encoding
+            and ds.original_encoding == encoding
+            and ds.original_character_set == ds._character_set
+            and not any(tag >> 16 in (0, 2) or tag in PIXEL_DATA_TAGS for tag in list(ds.keys()))
+            and getattr(ds, "preamble", None) is not None
+            and len(ds.preamble) == 128
+        )
+        self.implicit, self.little = encoding
+        self._held: list[DataElement | RawDataElement] = []
+
+    def header(self, out: BinaryIO, *, below: int | None = None) -> None:
+        """Preamble, ``DICM``, file meta and the top-level elements with tags below ``below``."""
+        ds = self.ds
+        if not self.fast:
+            # pydicom's own writer; the elements above the pixel data wait for :meth:`rest`.
+            if below is not None:
+                self._held = [ds.get_item(tag) for tag in list(ds.keys()) if tag > below]
+                for elem in self._held:
+                    del ds[elem.tag]
+            try:
+                self._writer = DicomIO(out)
+                ds.save_as(self._writer, enforce_file_format=True)
+            finally:
+                for elem in self._held:
+                    ds[elem.tag] = elem
+            return
+        buffer = DicomBytesIO()
+        buffer.is_implicit_VR, buffer.is_little_endian = self.implicit, self.little
+        buffer.write(ds.preamble)
+        buffer.write(b"DICM")
+        buffer.write(_file_meta_bytes(ds))
+        tags = sorted(ds.keys()) if below is None else sorted(tag for tag in list(ds.keys()) if tag < below)
+        _Encoder(buffer).elements(ds.get_item, tags, _dataset_encoding(ds))
+        out.write(buffer.getvalue())
+
+    def rest(self, out: BinaryIO, *, above: int) -> None:
+        """The top-level elements with tags above ``above``, after the copied pixel data."""
+        ds = self.ds
+        tags = sorted(tag for tag in list(ds.keys()) if tag > above)
+        if not tags:
+            return
+        if not self.fast:
+            write_tail(self._writer, [ds.get_item(tag) for tag in tags], whole=ds)
+            return
+        buffer = DicomBytesIO()
+        buffer.is_implicit_VR, buffer.is_little_endian = self.implicit, self.little
+        _Encoder(buffer).elements(ds.get_item, tags, _dataset_encoding(ds))
+        out.write(buffer.getvalue())
+
+
+def _file_meta_bytes(ds: Dataset) -> bytes:
+    """The file meta group as ``dcmwrite(enforce_file_format=True)`` writes it; ``ds.file_meta`` untouched.
+
+    pydicom writes a deep copy of the file meta whose Media Storage SOP Class and Instance UIDs follow
+    the dataset's, with the elements :func:`validate_file_meta` adds when they are missing and a
+    recomputed group length. Here the elements are shared and every element that differs is a new one.
+    """
+    source = ds.file_meta
+    replaced = {}
+    for meta_tag, ds_tag in (
+        (_MEDIA_STORAGE_SOP_CLASS_UID, _SOP_CLASS_UID),
+        (_MEDIA_STORAGE_SOP_INSTANCE_UID, _SOP_INSTANCE_UID),
+    ):
+        # Read as dcmwrite reads them (converting them, as it does), before the elements are taken.
+        current = source.get(meta_tag, None)
+        wanted = ds[ds_tag].value if ds_tag in ds else None
+        if current is None or current.value is None or (wanted and wanted != current.value):
+            replaced[meta_tag] = DataElement(meta_tag, current.VR if current is not None else "UI", wanted)
+    elements = {tag: source.get_item(tag) for tag in list(source.keys()) if tag != _GROUP_LENGTH}
+    elements.update(replaced)
+    if any(
+        tag not in elements or _is_empty(elements[tag])
+        for tag in (
+            _FILE_META_VERSION,
+            _IMPLEMENTATION_CLASS_UID,
+            _IMPLEMENTATION_VERSION_NAME,
+            *_REQUIRED_FILE_META,
+        )
+    ):
+        # pydicom fills in what it can (version, implementation) and refuses the rest: its own check.
+        meta = FileMetaDataset()
+        for tag, elem in elements.items():
+            meta[tag] = copy.copy(elem) if tag in (_FILE_META_VERSION, _IMPLEMENTATION_CLASS_UID) else elem
+        validate_file_meta(meta, enforce_standard=True)
+        elements = {tag: meta.get_item(tag) for tag in list(meta.keys())}
+    buffer = DicomBytesIO()
+    buffer.is_implicit_VR, buffer.is_little_endian = False, True
+    encoder = _Encoder(buffer)
+    if source.original_encoding == (False, True) and source.original_character_set == source._character_set:
+        encoder.elements(elements.get, sorted(elements), DEFAULT_ENCODING)
+    else:
+        meta = FileMetaDataset()
+        for tag, elem in elements.items():
+            meta[tag] = elem
+        write_dataset(buffer, meta)
+    group = buffer.getvalue()
+    return _GROUP_LENGTH_HEADER + _U32[True].pack(len(group)) + group
+
+
+def _dataset_encoding(ds: Dataset):
+    """The character set pydicom's ``write_dataset`` encodes a top-level dataset's text in."""
+    return (
+        ds.get("SpecificCharacterSet", DEFAULT_ENCODING)
+        if _SPECIFIC_CHARACTER_SET in ds
+        else DEFAULT_ENCODING
+    )
+
+
+def _ascii_safe(encodings) -> bool:
+    """Whether pydicom encodes ASCII text as itself in ``encodings`` (no ISO 2022 escapes)."""
+    if not encodings:
+        return True
+    if isinstance(encodings, str):
+        encodings = [encodings]
+    try:
+        converted = convert_encodings(list(encodings))
+    except LookupError:
+        return False
+    # pydicom encodes with the first encoding that can: ASCII text always fits the first of these.
+    return bool(converted) and converted[0] in _ASCII_ENCODINGS
+
+
+def _ascii_bytes(value, padding: bytes) -> bytes | None:
+    """An ASCII string (or list of them) as pydicom writes it, padded to even length; None otherwise."""
+    if value.__class__ is not str and not isinstance(value, str):
+        if not isinstance(value, MultiValue | list | tuple) or not all(
+            isinstance(part, str) for part in value
+        ):
+            return None
+        value = "\\".join(value)
+    if not value.isascii():
+        return None
+    encoded = value.encode("ascii")
+    return encoded + padding if len(encoded) % 2 else encoded
+
+
+def _is_empty(elem: DataElement | RawDataElement) -> bool:
+    if elem.__class__ is RawDataElement:
+        return not elem.value
+    return elem.is_empty
+
+
+class _Encoder:
+    """Encodes datasets into a DicomBytesIO as pydicom's ``write_dataset`` does, byte for byte.
+
+    Raw elements in the output's VR encoding are their header and bytes; ASCII strings and empty values
+    of the engine's own elements are encoded here as pydicom's writers encode them; everything else
+    (and every dataset pydicom re-encodes as a whole) is written by pydicom.
+    """
+
+    def __init__(self, fp: DicomBytesIO) -> None:
+        self.fp = fp
+        self.implicit = fp.is_implicit_VR
+        self.little = little = fp.is_little_endian
+        self.encoding = (self.implicit, little)
+        self.tag_length = _TAG_LENGTH[little]
+        self.short = _EXPLICIT[little]
+        self.long = _EXPLICIT_LONG[little]
+        self.u32 = _U32[little]
+        order = "<" if little else ">"
+        self.numbers = {vr: Struct(order + code).pack for vr, code in _NUMBER_FORMATS.items()}
+
+    def dataset(self, ds: Dataset, parent_encoding) -> None:
+        # pydicom re-encodes a dataset read otherwise (or made from scratch) as a whole: ambiguous VRs
+        # corrected (in nested items too), raw values converted. One made of plain converted elements
+        # (an item the engine built) has nothing to correct or convert: it is written element by element.
+        if (
+            ds.original_encoding != self.encoding or ds.original_character_set != ds._character_set
+        ) and not all(
+            elem.__class__ is DataElement and elem.VR not in _AMBIGUOUS_OR_SEQUENCE for elem in ds.elements()
+        ):
+            write_dataset(self.fp, ds, parent_encoding=parent_encoding)
+            return
+        if _SPECIFIC_CHARACTER_SET in ds:
+            parent_encoding = ds.get("SpecificCharacterSet", parent_encoding)
+        self.elements(ds.get_item, sorted(ds.keys()), parent_encoding)
+
+    def elements(self, get_item, tags, encodings) -> None:
+        """Write the elements ``get_item(tag)`` of ``tags`` (sorted); text in ``encodings``."""
+        fp = self.fp
+        write = fp.write
+        implicit = self.implicit
+        tag_length, short, long = self.tag_length.pack, self.short.pack, self.long.pack
+        text_ascii = None  # whether ASCII text encodes as itself in ``encodings``, decided once
+        converted = None  # ``encodings`` as Python codecs, as pydicom's writers receive them
+        pack_number = self.numbers
+        for tag in tags:
+            if not tag & 0xFFFF and tag >> 16 > 6:
+                continue  # retired group lengths: pydicom does not write them either
+            elem = get_item(tag)
+            if elem.__class__ is RawDataElement:
+                value = elem.value
+                vr = elem.VR
+                if value is None or elem.length == UNDEFINED_LENGTH or elem.is_implicit_VR != implicit:
+                    write_data_element(fp, elem, encodings)
+                    continue
+            elif elem.VR == "SQ" and not elem.is_buffered:
+                self.sequence(elem, encodings)
+                continue
+            elif elem.is_buffered or elem.is_undefined_length:
+                write_data_element(fp, elem, encodings)
+                continue
+            else:
+                vr = elem.VR
+                value = elem.value
+                if value is None or (value.__class__ is str and not value):
+                    value = b""
+                elif vr == "PN" and value.__class__ is PersonName:
+                    # write_PN: the name encoded by PersonName itself, padded with a space.
+                    if converted is None:
+                        converted = convert_encodings(encodings or [DEFAULT_ENCODING])
+                    value = value.encode(converted) if value else b""
+                    if len(value) % 2:
+                        value += b" "
+                elif vr in _NUMBER_FORMATS and value.__class__ is int:
+                    try:
+                        value = pack_number[vr](value)
+                    except struct_error:
+                        write_data_element(fp, elem, encodings)
+                        continue
+                elif vr in _ASCII_STRING_VRS or vr in _TEXT_VRS:
+                    if vr in _TEXT_VRS:
+                        if text_ascii is None:
+                            text_ascii = _ascii_safe(encodings)
+                        if not text_ascii:
+                            write_data_element(fp, elem, encodings)
+                            continue
+                    value = _ascii_bytes(value, b"\0" if vr == "UI" else b" ")
+                    if value is None:
+                        write_data_element(fp, elem, encodings)
+                        continue
+                else:
+                    write_data_element(fp, elem, encodings)
+                    continue
+                if not implicit and len(vr) != 2:
+                    write_data_element(fp, elem, encodings)  # pydicom refuses an ambiguous VR
+                    continue
+            if implicit:
+                write(tag_length(tag >> 16, tag & 0xFFFF, len(value)))
+            elif vr in _LONG_VR_NAMES:
+                write(long(tag >> 16, tag & 0xFFFF, vr.encode(), 0, len(value)))
+            elif len(value) <= 0xFFFF:
+                write(short(tag >> 16, tag & 0xFFFF, vr.encode(), len(value)))
+            else:
+                write_data_element(fp, elem, encodings)  # pydicom writes it as UN, with a warning
+                continue
+            write(value)
+
+    def sequence(self, elem: DataElement, encodings) -> None:
+        fp = self.fp
+        tag = elem.tag
+        if self.implicit:
+            fp.write(self.tag_length.pack(tag >> 16, tag & 0xFFFF, UNDEFINED_LENGTH))
+        else:
+            fp.write(self.long.pack(tag >> 16, tag & 0xFFFF, b"SQ", 0, UNDEFINED_LENGTH))
+        start = fp.tell()
+        items = elem.value
+        if items:
+            item_encodings = convert_encodings(encodings or [DEFAULT_ENCODING])
+            for item in items:
+                fp.write(_ITEM_HEADER[self.little])
+                item_start = fp.tell()
+                self.dataset(item, item_encodings)
+                if getattr(item, "is_undefined_length_sequence_item", False):
+                    fp.write(_ITEM_END[self.little])
+                else:
+                    self._patch(item_start - 4, fp.tell() - item_start)
+        if elem.is_undefined_length:
+            fp.write(_SEQUENCE_END[self.little])
+        else:
+            self._patch(start - 4, fp.tell() - start)
+
+    def _patch(self, at: int, length: int) -> None:
+        fp = self.fp
+        end = fp.tell()
+        fp.seek(at)
+        fp.write(self.u32.pack(length))
+        fp.seek(end)
