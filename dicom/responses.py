@@ -4,7 +4,6 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from asgiref.sync import sync_to_async
 from django.http import FileResponse, Http404, HttpRequest
 
 from audit.services import Actor, Operation, operation
@@ -19,23 +18,11 @@ def client_address(request: HttpRequest) -> str | None:
 
 
 class StoredFileResponse(FileResponse):
-    """A file streamed a block at a time, by the ASGI handler too.
-
-    Django's ASGI handler, given a response over a synchronous iterator (a file), lists it whole
-    in memory before sending (``StreamingHttpResponse.__aiter__``): a 1 GB download would take
-    1 GB of the web worker. Here each block is read in the request's thread and sent before the
-    next is read. Under WSGI (the test client) the file is iterated as usual.
-    """
+    """A stored file streamed a block at a time: the web server (``dicomsite.server``) reads each
+    block in a pool thread and sends it before reading the next, so a 1 GB download holds one
+    block of the web worker's memory."""
 
     block_size = 1024 * 1024
-
-    async def __aiter__(self):
-        blocks = iter(self.streaming_content)
-        end = object()
-        # Not thread-sensitive: any thread may read a file; downloads do not queue behind each other.
-        read_next = sync_to_async(next, thread_sensitive=False)
-        while (block := await read_next(blocks, end)) is not end:
-            yield block
 
 
 def stored_file_response(dicom_file: DicomFile) -> FileResponse:

@@ -44,8 +44,64 @@ class StagedUpload(UploadedFile):
             self.path.unlink(missing_ok=True)
 
 
+class StagingWriter:
+    """A file being received into staging: preamble zeroed, hashed and bounded as it is written.
+
+    The one receiver of uploaded bytes: the multipart handler below, the web server's raw
+    ``application/dicom`` bodies (``dicomsite.server``) and the API's own reading of them under
+    WSGI all write through it. ``finish`` gives the staged file; ``discard`` removes it.
+    """
+
+    def __init__(self) -> None:
+        self.path = new_staging_path()
+        self._handle = open(self.path, "wb")  # noqa: SIM115  (closed by finish or discard)
+        self._digest = hashlib.sha256()
+        self.received = 0
+
+    def write(self, data: bytes) -> None:
+        if self.received < PREAMBLE_SIZE:
+            keep = min(PREAMBLE_SIZE - self.received, len(data))
+            data = bytes(keep) + data[keep:]
+        self.received += len(data)
+        if self.received > settings.DICOM_MAX_UPLOAD_SIZE:
+            self.discard()
+            raise too_large_error()
+        self._handle.write(data)
+        self._digest.update(data)
+
+    def finish(self, *, name: str = "upload.dcm", content_type: str = "application/dicom", charset=None):
+        self._handle.close()
+        return StagedUpload(
+            path=self.path,
+            name=name,
+            content_type=content_type,
+            size=self.received,
+            sha256=self._digest.hexdigest(),
+            charset=charset,
+        )
+
+    def discard(self) -> None:
+        if not self._handle.closed:
+            self._handle.close()
+        self.path.unlink(missing_ok=True)
+
+
+def stage_stream(stream, *, chunk_size: int = 1024 * 1024) -> StagedUpload:
+    """Copy a raw request body (a file-like object) to staging through a ``StagingWriter``."""
+    writer = StagingWriter()
+    try:
+        while chunk := stream.read(chunk_size):
+            writer.write(chunk)
+    except BaseException:
+        writer.discard()
+        raise
+    return writer.finish()
+
+
 class HashingUploadHandler(FileUploadHandler):
-    """Writes each file field to a staging file, zeroing the preamble and hashing as it goes."""
+    """Writes each file field to a staging file through a ``StagingWriter``."""
+
+    writer: StagingWriter | None = None
 
     def handle_raw_input(self, input_data, META, content_length, boundary, encoding=None):
         if content_length and content_length > settings.DICOM_MAX_UPLOAD_SIZE + 64 * 1024:
@@ -53,38 +109,19 @@ class HashingUploadHandler(FileUploadHandler):
 
     def new_file(self, *args, **kwargs) -> None:
         super().new_file(*args, **kwargs)
-        self.path = new_staging_path()
-        self.handle = open(self.path, "wb")  # noqa: SIM115
-        self.digest = hashlib.sha256()
-        self.received = 0
+        self.writer = StagingWriter()
 
     def receive_data_chunk(self, raw_data: bytes, start: int) -> None:
-        if start < PREAMBLE_SIZE:
-            keep = min(PREAMBLE_SIZE - start, len(raw_data))
-            raw_data = bytes(keep) + raw_data[keep:]
-        self.received += len(raw_data)
-        if self.received > settings.DICOM_MAX_UPLOAD_SIZE:
-            self.upload_interrupted()
-            raise too_large_error()
-        self.handle.write(raw_data)
-        self.digest.update(raw_data)
+        self.writer.write(raw_data)
         return None
 
     def file_complete(self, file_size: int) -> StagedUpload:
-        self.handle.close()
-        return StagedUpload(
-            path=self.path,
-            name=self.file_name or "upload.dcm",
-            content_type=self.content_type,
-            size=file_size,
-            sha256=self.digest.hexdigest(),
-            charset=self.charset,
+        writer, self.writer = self.writer, None
+        return writer.finish(
+            name=self.file_name or "upload.dcm", content_type=self.content_type, charset=self.charset
         )
 
     def upload_interrupted(self) -> None:
-        handle = getattr(self, "handle", None)
-        if handle is not None and not handle.closed:
-            handle.close()
-        path = getattr(self, "path", None)
-        if path is not None:
-            path.unlink(missing_ok=True)
+        if self.writer is not None:
+            self.writer.discard()
+            self.writer = None

@@ -14,30 +14,37 @@ that trickles its request holds no thread; the bounds below drop it all the same
   ``FILE_UPLOAD_MAX_MEMORY_SIZE``) before any view sees it.
 - **Chunked bodies** (``Transfer-Encoding: chunked``, no length): once read, the request is
   given the length it turned out to have; Django's multipart parser reads nothing without one.
+- **Raw DICOM bodies** (a POST of ``Content-Type: application/dicom``) are written straight to
+  staging as they arrive, through the same writer as multipart uploads (``dicom.uploads``).
 
-- **Threads**: the synchronous middleware chain runs in one hop in a pool of persistent threads
-  (see ``BoundedASGIHandler``).
+- **Threads**: a request is served in one hop to a pool of persistent threads, as a WSGI thread
+  serves it (see ``BoundedASGIHandler``).
 
-This is the one module that touches uvicorn's protocol class and ``ASGIHandler``'s methods
-(``__call__``, ``handle``, ``create_request``, ``load_middleware``, ``get_response_async``); the
-versions it was written against are pinned in requirements.txt (uvicorn 0.54, uvicorn-worker 0.4,
-Django 5.2).
+This is the one module that touches uvicorn's protocol class and ``ASGIHandler``'s methods (it
+overrides ``__call__``, ``handle``, ``create_request`` and ``load_middleware``, and calls
+``read_body``, ``create_request`` and ``get_response``); the versions it was written against are
+pinned in requirements.txt (uvicorn 0.54, uvicorn-worker 0.4, Django 5.2).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.core.handlers.asgi import ASGIHandler
-from django.db import close_old_connections
+from django.core import signals
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.urls import set_script_prefix
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
+
+from dicom.services.errors import FileTooLargeError
+from dicom.uploads import StagedUpload, StagingWriter
 
 # Requests refused here never reach Django's request-log middleware (dicomsite.logs): their line.
 request_logger = logging.getLogger("dicomsite.requests")
@@ -109,15 +116,19 @@ def _declared_length(scope) -> int | None:
 
 
 class BoundedASGIHandler(ASGIHandler):
-    """Django's ASGI handler with the body bounds above and chunked bodies given their length.
+    """Django's ASGI handler with the body bounds above, chunked bodies given their length, one hop.
 
-    The middleware and the views are all synchronous: they run as one synchronous chain, the way
-    the WSGI handler runs them, handed in one step to a pool of ``DICOM_WEB_THREADS`` threads
-    that live as long as the worker. Django's own ASGI path adapts the chain at both ends and the
-    view again (three trips between the event loop and a thread per request) and runs each request
-    in a new thread, whose database connection cannot outlive it: that halved the rate of small
-    requests. In the pool, each thread keeps its connection as WSGI threads do
-    (``CONN_MAX_AGE``), checked and closed when unusable at the start and end of each request.
+    The middleware and the views are all synchronous. Django's own ASGI path goes between the event
+    loop and threads several times per request (the request_started signal, the middleware chain
+    adapted at both ends and the view again, the response's close, each block of a streamed
+    file), and runs each request in a new thread, whose database connection cannot outlive it:
+    small requests ran at half the rate of the WSGI server. Here a request, once its body is in,
+    is served in one step on a pool of ``DICOM_WEB_THREADS`` threads that live as long as the
+    worker, the way a WSGI thread serves it: the request_started signal, the synchronous chain,
+    the response rendered (or a streamed one's first block read) and closed, all in that thread,
+    which keeps its database connection (``CONN_MAX_AGE``; the signals check and close it when
+    unusable). The event loop then sends what the thread produced; a streamed file's further
+    blocks are read in the pool, one step each.
     """
 
     def __init__(self) -> None:
@@ -128,24 +139,9 @@ class BoundedASGIHandler(ASGIHandler):
         super().load_middleware(is_async=False)
 
     async def __call__(self, scope, receive, send):
-        # Without ASGIHandler's per-request ThreadSensitiveContext (a new thread for each request,
-        # for the little Django runs outside the chain: its signals, closing the response): those
-        # go to asgiref's one shared thread; the request's own work runs in the pool.
         if scope["type"] != "http":
             raise ValueError(f"only HTTP connections are served, not {scope['type']}")
         await self.handle(scope, receive, send)
-
-    async def get_response_async(self, request):
-        return await sync_to_async(self._respond, thread_sensitive=False, executor=self._pool)(request)
-
-    def _respond(self, request):
-        # What the request_started and request_finished signals do for a WSGI thread; here they
-        # fire in another thread, so the pool's thread looks after its own connection.
-        close_old_connections()
-        try:
-            return self.get_response(request)
-        finally:
-            close_old_connections()
 
     async def handle(self, scope, receive, send):
         limit = settings.DICOM_MAX_UPLOAD_SIZE + ENVELOPE
@@ -154,12 +150,9 @@ class BoundedASGIHandler(ASGIHandler):
             return await _refuse(
                 scope, send, 413, f"the request body of {declared} bytes exceeds the limit of {limit} bytes"
             )
-        state = {"received": 0, "started": time.monotonic(), "refused": False, "complete": False}
+        state = {"received": 0, "started": time.monotonic()}
 
         async def bounded_receive():
-            if state["complete"]:
-                # The body is in: what comes now is the disconnect Django listens for, unbounded.
-                return await receive()
             grace, rate = settings.DICOM_BODY_GRACE_SECONDS, settings.DICOM_BODY_MIN_RATE
             deadline = state["started"] + grace + state["received"] / rate
             try:
@@ -171,36 +164,136 @@ class BoundedASGIHandler(ASGIHandler):
                 return await _refused_body(
                     scope,
                     send,
-                    state,
                     408,
                     f"the request body arrived slower than {rate} bytes/s (after {grace:g} s): closed",
                 )
             if message["type"] == "http.request":
                 state["received"] += len(message.get("body", b""))
-                state["complete"] = not message.get("more_body", False)
                 if state["received"] > limit:
                     return await _refused_body(
                         scope,
                         send,
-                        state,
                         413,
                         f"the request body exceeds the limit of {limit} bytes",
                         drain=receive if message.get("more_body") else None,
                     )
             return message
 
-        async def guarded_send(message):
-            if not state["refused"]:  # after a refusal, Django's own answer (if any) is dropped
-                await send(message)
+        try:
+            if _is_raw_dicom(scope):
+                body_file = await _stage_body(bounded_receive)
+            else:
+                body_file = await self.read_body(bounded_receive)
+        except RequestAborted:
+            return  # the client went away, or the body was refused above (and answered)
+        except FileTooLargeError as error:
+            return await _refuse(scope, send, 413, error.detail, drain=receive)
+        loop = asyncio.get_running_loop()
+        try:
+            # The request's own context (request id, audit actor) dies with it, as under WSGI.
+            context = contextvars.copy_context()
+            status, headers, blocks, rest = await loop.run_in_executor(
+                self._pool, context.run, self._serve, scope, body_file
+            )
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            if rest is None:
+                await send({"type": "http.response.body", "body": b"".join(blocks)})
+                return
+            response, iterator = rest
+            try:
+                for block in blocks:
+                    await send({"type": "http.response.body", "body": block, "more_body": True})
+                while (block := await loop.run_in_executor(self._pool, next, iterator, _END)) is not _END:
+                    await send({"type": "http.response.body", "body": block, "more_body": True})
+                await send({"type": "http.response.body"})
+            finally:
+                await loop.run_in_executor(self._pool, response.close)
+        finally:
+            body_file.close()
 
-        await super().handle(scope, bounded_receive, guarded_send)
+    def _serve(self, scope, body_file) -> tuple[int, list, list[bytes], tuple | None]:
+        """In a pool thread: the request through Django, and its response ready to send.
+
+        A rendered response is closed here; a streamed one has its first block read here and,
+        when there is more, is returned with its iterator for the event loop to finish.
+        """
+        set_script_prefix(get_script_prefix(scope))
+        signals.request_started.send(sender=self.__class__, scope=scope)
+        request, response = self.create_request(scope, body_file)
+        if request is not None:
+            response = self.get_response(request)
+        headers = _response_headers(response)
+        if not response.streaming:
+            try:
+                return response.status_code, headers, [response.content], None
+            finally:
+                response.close()
+        iterator = iter(response.streaming_content)
+        first = next(iterator, _END)
+        second = next(iterator, _END) if first is not _END else _END
+        blocks = [block for block in (first, second) if block is not _END]
+        if second is _END:  # a file smaller than a block: sent at once, closed now
+            response.close()
+            return response.status_code, headers, blocks, None
+        return response.status_code, headers, blocks, (response, iterator)
 
     def create_request(self, scope, body_file):
         if _declared_length(scope) is None and scope.get("method") not in ("GET", "HEAD", "OPTIONS"):
             size = body_file.seek(0, 2)
             body_file.seek(0)
             scope = {**scope, "headers": [*scope.get("headers", []), (b"content-length", str(size).encode())]}
-        return super().create_request(scope, body_file)
+        request, response = super().create_request(scope, body_file)
+        if request is not None and isinstance(body_file, StagedUpload):
+            request.staged_upload = body_file  # the API takes it from here (dicom.api.views)
+        return request, response
+
+
+_END = object()
+
+
+def _is_raw_dicom(scope) -> bool:
+    """A POST whose body is one DICOM file (``Content-Type: application/dicom``)."""
+    if scope.get("method") != "POST":
+        return False
+    for name, value in scope.get("headers", []):
+        if name == b"content-type":
+            return value.split(b";", 1)[0].strip().lower() == b"application/dicom"
+    return False
+
+
+async def _stage_body(receive) -> StagedUpload:
+    """A raw DICOM body written straight to staging (preamble zeroed, hashed, bounded) as it arrives.
+
+    Not spooled first as other bodies are: the file is received once, and the request's body is
+    the staged file, removed when the request ends unless the service stored it.
+    """
+    writer = StagingWriter()
+    try:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise RequestAborted()
+            writer.write(message.get("body", b""))
+            if not message.get("more_body", False):
+                return writer.finish()
+    except BaseException:
+        writer.discard()
+        raise
+
+
+def _response_headers(response) -> list[tuple[bytes, bytes]]:
+    headers = [
+        (
+            name.encode("ascii") if isinstance(name, str) else name,
+            value.encode("latin1") if isinstance(value, str) else value,
+        )
+        for name, value in response.items()
+    ]
+    headers.extend(
+        (b"Set-Cookie", cookie.output(header="").encode("ascii").strip())
+        for cookie in response.cookies.values()
+    )
+    return headers
 
 
 # A client that sends its whole body before reading the answer would find the connection reset
@@ -208,8 +301,7 @@ class BoundedASGIHandler(ASGIHandler):
 DRAIN_BYTES, DRAIN_SECONDS = 16 * 1024 * 1024, 5
 
 
-async def _refused_body(scope, send, state: dict, status: int, detail: str, drain=None) -> dict:
-    state["refused"] = True
+async def _refused_body(scope, send, status: int, detail: str, drain=None) -> dict:
     await _refuse(scope, send, status, detail, drain=drain)
     # Django's read_body stops at a disconnect (RequestAborted) and answers nothing more.
     return {"type": "http.disconnect"}

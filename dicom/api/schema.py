@@ -138,14 +138,28 @@ _BAD_FORM = "a field that is invalid, unknown or sent twice; both options of an 
 _UNSUPPORTED = "a body in a media type the endpoint does not read"
 _CSRF = "a session without its CSRF token"
 
+_RAW_UPLOAD_PARAMETERS = [
+    OpenApiParameter(
+        name,
+        OpenApiTypes.BOOL if name != "study_type" else OpenApiTypes.STR,
+        OpenApiParameter.QUERY,
+        required=False,
+        description=f"with an application/dicom body only: the form field {name}",
+    )
+    for name in ("anonymize", "study_type", *OPTION_NAMES)
+]
+
 upload = extend_schema(
     operation_id="upload",
     tags=["dicom"],
     description="Streams the file to staging, validates it in one walk (pixel data is never decoded), "
     "optionally de-identifies it before anything is stored, and answers its metadata. Nothing is left "
-    "behind by a refused upload.",
+    "behind by a refused upload. The body is either a multipart form (the file and the fields) or the "
+    "file itself (`Content-Type: application/dicom`), the fields then as query parameters; the "
+    "answer is the same. With a multipart body those query parameters are refused (400), not ignored.",
     summary="Upload a DICOM file (optionally de-identified before it is stored)",
-    request={"multipart/form-data": UploadRequestSerializer},
+    request={"multipart/form-data": UploadRequestSerializer, "application/dicom": OpenApiTypes.BINARY},
+    parameters=_RAW_UPLOAD_PARAMETERS,
     responses={
         200: UploadResponseSerializer,
         **_errors(

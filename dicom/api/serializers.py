@@ -75,8 +75,9 @@ class DeidOptionsSerializer(StrictFieldsSerializer):
         return attrs
 
 
-class UploadSerializer(DeidOptionsSerializer):
-    file = serializers.FileField(allow_empty_file=True, use_url=False)
+class RawUploadSerializer(DeidOptionsSerializer):
+    """The query parameters of an upload whose body is the DICOM file (``application/dicom``)."""
+
     anonymize = StrictBooleanField(required=False, default=False)
     study_type = serializers.RegexField(
         r"^[a-z][a-z0-9_-]{0,31}$",
@@ -84,3 +85,13 @@ class UploadSerializer(DeidOptionsSerializer):
         default="general",
         error_messages={"invalid": "must be a short lowercase label (a-z, 0-9, '-', '_'; at most 32)"},
     )
+
+
+# What a raw upload reads from its query string (and a multipart one from its form).
+UPLOAD_FIELDS = frozenset(RawUploadSerializer().fields)
+
+
+class UploadSerializer(RawUploadSerializer):
+    """The form of a multipart upload: the file and the same fields."""
+
+    file = serializers.FileField(allow_empty_file=True, use_url=False)

@@ -1,6 +1,7 @@
 """The REST API of SEED-API.md: thin views that validate input, call one service, and answer."""
 
 import functools
+import io
 
 from django.conf import settings
 from django.http import FileResponse
@@ -15,14 +16,14 @@ from audit.services import Actor, operation, refused
 from dicom import access
 from dicom.api import schema
 from dicom.api.errors import describe
-from dicom.api.serializers import DeidOptionsSerializer, UploadSerializer
+from dicom.api.serializers import UPLOAD_FIELDS, DeidOptionsSerializer, RawUploadSerializer, UploadSerializer
 from dicom.models import DicomFile
 from dicom.responses import client_address, stored_file_response, uuid_or_none
 from dicom.services.anonymization import request_anonymization
 from dicom.services.errors import AccessRefusedError, FileNotReadyError, InvalidDicomError
 from dicom.services.ingest import IngestRequest, file_metadata, ingest_file
 from dicom.services.selectors import get_visible_file
-from dicom.uploads import StagedUpload, too_large_error
+from dicom.uploads import StagedUpload, stage_stream, too_large_error
 
 
 class BoundedJSONParser(JSONParser):
@@ -55,6 +56,10 @@ def audited(action: str):
         return handler
 
     return decorate
+
+
+def _media_type(request: Request) -> str:
+    return (request.content_type or "").split(";", 1)[0].strip().lower()
 
 
 class DicomViewSet(viewsets.ViewSet):
@@ -99,10 +104,26 @@ class DicomViewSet(viewsets.ViewSet):
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
         if declared > settings.DICOM_MAX_UPLOAD_SIZE + 64 * 1024:
             raise too_large_error()
-        serializer = UploadSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-        upload = data["file"]
+        if _media_type(request) == "application/dicom":
+            # The body is the file; the fields come as query parameters. The web server staged it
+            # as it arrived (dicomsite.server); under WSGI it is staged here.
+            serializer = RawUploadSerializer(data=request.query_params)
+            serializer.is_valid(raise_exception=True)
+            data = serializer.validated_data
+            # DRF gives no stream for an empty body: an empty file, refused by validation as such.
+            upload = getattr(request, "staged_upload", None) or stage_stream(request.stream or io.BytesIO())
+        else:
+            misplaced = sorted(UPLOAD_FIELDS.intersection(request.query_params))
+            if misplaced:
+                # Ignored, they could let a client believe its file was de-identified.
+                raise ParseError(
+                    f"query parameter(s) {', '.join(misplaced)} are read only with an application/dicom "
+                    "body; with a multipart body send them as form fields"
+                )
+            serializer = UploadSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            data = serializer.validated_data
+            upload = data["file"]
         if not isinstance(upload, StagedUpload):
             raise InvalidDicomError("the upload was not received as a file")
         dicom_file = ingest_file(

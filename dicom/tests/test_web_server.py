@@ -84,6 +84,50 @@ def test_bodies_over_the_limit_are_refused_early_chunked_or_declared(tmp_path):
         assert not staging.exists() or list(staging.iterdir()) == []
 
 
+RAW = {"Content-Type": "application/dicom"}
+
+
+def test_a_raw_dicom_body_is_staged_as_it_arrives_with_the_same_hash_and_options(tmp_path):
+    payload = CT_SMALL.read_bytes()
+    expected = hashlib.sha256(b"\0" * 128 + payload[128:]).hexdigest()
+    with embedded_service(tmp_path) as server:
+        for chunked in (False, True):
+            body = _chunks(payload) if chunked else payload
+            status, answer = server.request(
+                "POST", "/api/dicom/upload?study_type=ct", body=body, headers=RAW, chunked=chunked
+            )
+            assert status == 200, answer
+            answer = json.loads(answer)
+            assert answer["metadata"]["study_type"] == "ct" and answer["metadata"]["anonymized"] is False
+            status, stored = server.request("GET", f"/api/dicom/download/{answer['file_id']}")
+            assert status == 200 and hashlib.sha256(stored).hexdigest() == expected
+        status, answer = server.request("POST", "/api/dicom/upload?anonymize=true", body=payload, headers=RAW)
+        assert status == 200, answer
+        assert json.loads(answer)["metadata"]["anonymized"] is True
+        # Refused uploads leave nothing staged: a bad parameter, a body that is not DICOM.
+        status, answer = server.request("POST", "/api/dicom/upload?anonymise=true", body=payload, headers=RAW)
+        assert status == 400 and "unknown field(s) anonymise" in json.loads(answer)["detail"]
+        status, answer = server.request("POST", "/api/dicom/upload", body=b"not dicom" * 100, headers=RAW)
+        assert status == 400, answer
+        staging = tmp_path / "data" / "files" / ".staging"
+        assert list(staging.iterdir()) == []
+
+
+def test_a_raw_body_over_the_limit_is_refused_as_it_grows(tmp_path):
+    limit = 1024 * 1024
+    with embedded_service(tmp_path, DICOM_MAX_UPLOAD_SIZE=str(limit)) as server:
+        status, body = server.request(
+            "POST",
+            "/api/dicom/upload",
+            body=_chunks(b"\0" * (limit + 65536), 65536),
+            headers=RAW,
+            chunked=True,
+        )
+        assert status == 413 and json.loads(body) == {"detail": f"upload exceeds the limit of {limit} bytes"}
+        staging = tmp_path / "data" / "files" / ".staging"
+        assert list(staging.iterdir()) == []
+
+
 TRICKLERS, TRICKLE_SECONDS = 30, 30
 
 

@@ -15,6 +15,10 @@ import schemathesis
 from hypothesis import strategies as st
 
 
+# The raw upload's body is bytes as they are; without this schemathesis skips that media type.
+schemathesis.serializer.alias("application/dicom", "application/octet-stream")
+
+
 @cache
 def _upload_bytes() -> bytes | None:
     path = os.environ.get("DICOM_FUZZ_UPLOAD")
@@ -42,6 +46,8 @@ def flatmap_body(context, body):
     operation = context.operation
     if payload is None or operation is None or not operation.path.endswith("/upload"):
         return st.just(body)
+    if isinstance(body, bytes):  # the raw application/dicom form
+        return st.one_of(st.just(body), st.just(payload))
     if not isinstance(body, dict) or not isinstance(body.get("file"), bytes | str):
         return st.just(body)
     return st.one_of(st.just(body), st.just({**body, "file": payload}))

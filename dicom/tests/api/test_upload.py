@@ -423,3 +423,72 @@ def test_request_size_guards_answer_4xx_with_a_detail_never_500(api, storage_roo
     too_big = api.generic("POST", "/api/dicom/upload", form, content_type="application/x-www-form-urlencoded")
     assert too_big.status_code == 413 and set(too_big.json()) == {"detail"}
     assert DicomFile.objects.count() == 1  # the one upload above; nothing queued, nothing stored
+
+
+def raw_upload(client, path, query: str = ""):
+    return client.post(
+        f"/api/dicom/upload{query}", data=Path(path).read_bytes(), content_type="application/dicom"
+    )
+
+
+def test_a_raw_dicom_body_answers_what_a_multipart_upload_does(api, user, storage_root):
+    response = raw_upload(api, CT_SMALL, "?study_type=ct")
+
+    assert response.status_code == 200, response.content
+    body = response.json()
+    multipart_body = upload(api, CT_SMALL, study_type="ct").json()
+    assert set(body) == set(multipart_body)
+    ignored = {"file_id"}
+    assert {k: v for k, v in body["metadata"].items() if k not in ignored} == {
+        k: v for k, v in multipart_body["metadata"].items() if k not in ignored
+    }
+    dicom_file = DicomFile.objects.get(pk=body["file_id"])
+    stored = (storage_root / dicom_file.storage_key).read_bytes()
+    assert stored[:128] == bytes(128) and stored[128:] == Path(CT_SMALL).read_bytes()[128:]
+    assert dicom_file.sha256 == hashlib.sha256(stored).hexdigest()
+    assert AuditLog.objects.filter(action="upload", success=True, file_id=dicom_file.id).count() == 1
+
+
+def test_a_raw_body_takes_its_options_from_the_query_string(api, storage_root):
+    response = raw_upload(api, CT_SMALL, "?anonymize=true&retain_full_dates=true")
+    assert response.status_code == 200, response.content
+    metadata = response.json()["metadata"]
+    assert metadata["anonymized"] is True and metadata["study_date"] == "2004-01-19"
+    assert metadata["patient_name"] != "CompressedSamples^CT1"
+
+
+@pytest.mark.parametrize(
+    "query, fragment",
+    [
+        ("?anonymize=maybe", "anonymize"),
+        ("?anonymise=true", "unknown field(s) anonymise"),
+        ("?study_type=CT!", "study_type"),
+    ],
+)
+def test_bad_query_parameters_of_a_raw_body_are_a_400_and_leave_nothing(api, storage_root, query, fragment):
+    response = raw_upload(api, CT_SMALL, query)
+    assert response.status_code == 400
+    assert fragment in response.json()["detail"]
+    assert DicomFile.objects.count() == 0 and stored_files(storage_root) == []
+
+
+@pytest.mark.parametrize("kind", ["not-dicom", "empty", "cut-in-pixel-data", "deep-nesting"])
+def test_a_raw_body_that_is_not_dicom_is_a_400_and_leaves_nothing(api, storage_root, tmp_path, kind):
+    response = raw_upload(api, _bad_input(kind, tmp_path), "?anonymize=true")
+    assert response.status_code == 400 and response.json()["detail"]
+    assert DicomFile.objects.count() == 0 and stored_files(storage_root) == []
+
+
+def test_a_raw_body_over_the_limit_is_a_413(api, settings, storage_root):
+    settings.DICOM_MAX_UPLOAD_SIZE = 10_000
+    response = raw_upload(api, CT_SMALL)
+    assert response.status_code == 413 and "10000 bytes" in response.json()["detail"]
+    assert stored_files(storage_root) == []
+
+
+def test_upload_options_in_the_query_of_a_multipart_upload_are_refused_not_ignored(api, storage_root):
+    with open(CT_SMALL, "rb") as handle:
+        response = api.post("/api/dicom/upload?anonymize=true", {"file": handle}, format="multipart")
+    assert response.status_code == 400
+    assert "only with an application/dicom body" in response.json()["detail"]
+    assert DicomFile.objects.count() == 0 and stored_files(storage_root) == []
