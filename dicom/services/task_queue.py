@@ -18,7 +18,7 @@ it relies on these internals, to be checked on every upgrade:
 - ``django_tasks_db.management.commands.db_worker``: its ``Worker`` (constructor keywords,
   ``worker_id``, ``run()``, and ``run_task(db_task_result)``, which leaves the row FAILED when the
   task raised), and its ``Command``, whose ``handle`` builds the worker from the module-level
-  name ``Worker``.
+  name ``Worker`` and whose ``--interval`` option is the wait between looks at an empty queue.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.conf import settings
 from django.db.models import Exists, OuterRef
 from django.utils.module_loading import import_string
 from django_tasks_db.management.commands import db_worker
@@ -200,6 +201,12 @@ class WorkerCommand(db_worker.Command):
     """django-tasks-db's ``db_worker`` command (same options), running ``worker_class``."""
 
     worker_class: type[QueueWorker] = QueueWorker
+
+    def add_arguments(self, parser) -> None:
+        super().add_arguments(parser)
+        # django-tasks-db waits 1 s between looks at an empty queue: a job queued just after one
+        # waited that long before it started. A look is one indexed query.
+        parser.set_defaults(interval=settings.DICOM_WORKER_POLL_MS / 1000)
 
     def handle(self, *args, **options) -> None:
         # The parent builds its worker by the module-level name; point it at ours for this call.
