@@ -111,20 +111,29 @@ def value_strings(value) -> list[str]:
     return [text] if text else []
 
 
-def element_strings(ds: Dataset, tag: int, vr: str) -> list[str]:
+def loaded(ds: Dataset, tag: int, element):
+    """What ``ds.get_item(tag)`` returns, given the element as ``ds`` stores it: a raw element without
+    a value (deferred, or empty) is read and converted, as ``get_item`` does."""
+    if element.__class__ is RawDataElement and element.value is None:
+        return ds.get_item(tag)
+    return element
+
+
+def element_strings(ds: Dataset, tag: int, vr: str, element=None) -> list[str]:
     """The values of a string element as stripped strings, without converting it when possible.
 
     A raw (not yet converted) string element whose bytes are ASCII without an ISO 2022 escape reads
     the same in every DICOM character set, so it is decoded here directly; anything else goes
-    through pydicom's conversion (which handles the Specific Character Set).
+    through pydicom's conversion (which handles the Specific Character Set). ``element`` is the
+    element as ``ds`` holds it, when the caller has it already (a deferred one is read here).
     """
-    element = ds.get_item(tag)
+    element = ds.get_item(tag) if element is None else loaded(ds, tag, element)
     if element.__class__ is RawDataElement:
         raw = element.value
-        if raw is None:
-            return []
-        if isinstance(raw, bytes) and raw.isascii() and b"\x1b" not in raw:
+        if raw.__class__ is bytes and raw.isascii() and b"\x1b" not in raw:
             return [part for part in (item.strip(" \0") for item in raw.decode("ascii").split("\\")) if part]
+    elif element.__class__ is DataElement:
+        return value_strings(element.value)
     return value_strings(ds[tag].value)
 
 

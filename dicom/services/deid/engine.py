@@ -18,7 +18,6 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError as PydicomInvalidDicomError
 from pydicom.sequence import Sequence
-from pydicom.tag import Tag
 
 from dicom.services.errors import DeidentificationRefusedError, DicomServiceError, InvalidDicomError
 from dicom.services.rendering import PixelElement, pixel_element_at, pixel_element_in
@@ -37,15 +36,16 @@ from .attributes import (
     find_identifier,
     is_instance_uid_tag,
     is_well_known_uid,
+    loaded,
     new_element,
     remove_identifiers,
     uids_in_text,
 )
 from .fingerprint import Fingerprint, collect_identifiers
-from .iod import Requirements, requirements_for
+from .iod import MISSING, Requirements, requirements_for
 from .keyed import date_shift_days, keyed_uid, pseudonym_id, pseudonym_name
 from .options import BASIC_PROFILE_CODE, OPTION_CODES, DeidOptions
-from .rules import CLEAN, COMBINED, DUMMY, KEEP, REMOVE, SHIFT, UID, ZERO, RuleSet, ruleset_for
+from .rules import CLEAN, DUMMY, KEEP, REMOVE, SHIFT, UID, ZERO, RuleSet, ruleset_for
 from .verify import verify_deidentified
 
 logger = logging.getLogger(__name__)
@@ -53,31 +53,31 @@ logger = logging.getLogger(__name__)
 PROJECT_IMPLEMENTATION_CLASS_UID = "2.25.4427826618977372476651161393518730348"
 PROJECT_IMPLEMENTATION_VERSION_NAME = "DICOMSVC_1"
 
-PATIENT_ID = Tag(0x0010, 0x0020)
-PATIENT_NAME = Tag(0x0010, 0x0010)
-BURNED_IN_ANNOTATION = Tag(0x0028, 0x0301)
-SOP_INSTANCE_UID = Tag(0x0008, 0x0018)
-STUDY_INSTANCE_UID = Tag(0x0020, 0x000D)
-SERIES_INSTANCE_UID = Tag(0x0020, 0x000E)
-MEDIA_STORAGE_SOP_INSTANCE_UID = Tag(0x0002, 0x0003)
-MEDIA_STORAGE_SOP_CLASS_UID = Tag(0x0002, 0x0002)
-SOP_CLASS_UID = Tag(0x0008, 0x0016)
-IMPLEMENTATION_CLASS_UID = Tag(0x0002, 0x0012)
-IMPLEMENTATION_VERSION_NAME = Tag(0x0002, 0x0013)
-PATIENT_IDENTITY_REMOVED = Tag(0x0012, 0x0062)
-DEIDENTIFICATION_METHOD = Tag(0x0012, 0x0063)
-DEIDENTIFICATION_METHOD_CODE_SEQUENCE = Tag(0x0012, 0x0064)
-LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED = Tag(0x0028, 0x0303)
-CODE_VALUE = Tag(0x0008, 0x0100)
-CODING_SCHEME_DESIGNATOR = Tag(0x0008, 0x0102)
-CODE_MEANING = Tag(0x0008, 0x0104)
+PATIENT_ID = 0x00100020
+PATIENT_NAME = 0x00100010
+BURNED_IN_ANNOTATION = 0x00280301
+SOP_INSTANCE_UID = 0x00080018
+STUDY_INSTANCE_UID = 0x0020000D
+SERIES_INSTANCE_UID = 0x0020000E
+MEDIA_STORAGE_SOP_INSTANCE_UID = 0x00020003
+MEDIA_STORAGE_SOP_CLASS_UID = 0x00020002
+SOP_CLASS_UID = 0x00080016
+IMPLEMENTATION_CLASS_UID = 0x00020012
+IMPLEMENTATION_VERSION_NAME = 0x00020013
+PATIENT_IDENTITY_REMOVED = 0x00120062
+DEIDENTIFICATION_METHOD = 0x00120063
+DEIDENTIFICATION_METHOD_CODE_SEQUENCE = 0x00120064
+LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED = 0x00280303
+CODE_VALUE = 0x00080100
+CODING_SCHEME_DESIGNATOR = 0x00080102
+CODE_MEANING = 0x00080104
 # File meta attributes that name the sending or receiving system, or carry private information.
 FILE_META_REMOVED = (
-    Tag(0x0002, 0x0016),  # Source Application Entity Title
-    Tag(0x0002, 0x0017),  # Sending Application Entity Title
-    Tag(0x0002, 0x0018),  # Receiving Application Entity Title
-    Tag(0x0002, 0x0100),  # Private Information Creator UID
-    Tag(0x0002, 0x0102),  # Private Information
+    0x00020016,  # Source Application Entity Title
+    0x00020017,  # Sending Application Entity Title
+    0x00020018,  # Receiving Application Entity Title
+    0x00020100,  # Private Information Creator UID
+    0x00020102,  # Private Information
 )
 
 # Dummies for D, valid for their VR. The verification pass treats these values as not identifying.
@@ -114,8 +114,8 @@ BINARY_DUMMY = b"\x00\x00"
 KEPT_IN_REDUCED_ITEMS = frozenset({"CS", "IS", "DS", "US", "UL", "SS", "SL", "UV", "SV", "FL", "FD", "AT"})
 # Keys each directory record of a DICOMDIR must hold (PS3.3 F.5.1-F.5.3 and F.5.18): Type 1 filled
 # with a dummy (the de-identified files may hold them empty, as Type 2), Type 2 present, maybe empty.
-DIRECTORY_RECORD_SEQUENCE = Tag(0x0004, 0x1220)
-DIRECTORY_RECORD_TYPE = Tag(0x0004, 0x1430)
+DIRECTORY_RECORD_SEQUENCE = 0x00041220
+DIRECTORY_RECORD_TYPE = 0x00041430
 DIRECTORY_RECORD_KEYS: dict[str, tuple[tuple[int, str, str], ...]] = {
     "PATIENT": ((0x00100010, "PN", "2"), (0x00100020, "LO", "1")),
     "STUDY": (
@@ -252,18 +252,18 @@ class _Engine:
             self.uid_cache[uid] = new
         return new
 
-    def _remap_uid_element(self, ds: Dataset, tag: int) -> None:
-        strings = element_strings(ds, tag, "UI")
+    def _remap_uid_element(self, ds: Dataset, tag: int, elem=None) -> None:
+        strings = element_strings(ds, tag, "UI", elem)
         if len(strings) > 1:
             ds[tag] = new_element(tag, "UI", [self.new_uid(uid) for uid in strings])
         elif strings:
             ds[tag] = new_element(tag, "UI", self.new_uid(strings[0]))
 
-    def _clean_text(self, ds: Dataset, tag: int, vr: str) -> bool:
+    def _clean_text(self, ds: Dataset, tag: int, vr: str, elem=None) -> bool:
         # Keep the text, minus every identifying string of this dataset. True if something was removed.
         if not self.identifiers and not self.replaced_uids:
             return False
-        strings = element_strings(ds, tag, vr)
+        strings = element_strings(ds, tag, vr, elem)
         if not strings:
             return False
         text = "\\".join(strings)
@@ -368,10 +368,13 @@ class _Engine:
 
     def walk(self, ds: Dataset) -> None:
         """Apply the resolved rules to every element of ``ds`` and, recursively, of its items."""
-        exact = self.exact
+        rules, requirements = self.rules, self.requirements
+        path = tuple(self.path)
+        table = requirements.actions(rules, path)
+        resolve = requirements.action
         private_tags = []
         overlay_groups: set[int] = set()
-        for tag in list(ds.keys()):
+        for tag, elem in streaming.elements_of(ds):
             group = tag >> 16
             if group & 1:
                 private_tags.append(tag)
@@ -380,24 +383,19 @@ class _Engine:
                 # Group lengths are retired and would be wrong after this walk.
                 del ds[tag]
                 continue
-            action = exact.get(tag)
-            if action is None and 0x5000 <= group <= 0x60FF:
-                action = self.rules.action_for(tag)
-            elif action == COMBINED:
-                basic, required = self.rules.combined[tag]
-                action = self.requirements.resolve(basic, required, tuple(self.path), tag)
-            if action == REMOVE:
-                action = self.requirements.removal(tuple(self.path), tag)
+            action = table.get(tag, MISSING)
+            if action is MISSING:
+                action = resolve(rules, path, tag, table)
             if action is None or action == KEEP:
-                self._keep(ds, tag, action)
+                self._keep(ds, tag, action, elem)
                 continue
             self.actions[CLEAN if action == SHIFT else action] += 1
             if action == REMOVE:
                 del ds[tag]
-                if 0x6000 <= group <= 0x60FF and not group & 1 and tag & 0xFFFF == 0x3000:
+                if 0x6000 <= group <= 0x60FF and tag & 0xFFFF == 0x3000:
                     overlay_groups.add(group)
                 continue
-            vr = element_vr(ds.get_item(tag))
+            vr = element_vr(loaded(ds, tag, elem))
             if action == ZERO:
                 self._zero(ds, tag, vr)
             elif action == DUMMY:
@@ -436,10 +434,11 @@ class _Engine:
         if private_tags:
             self._private(ds, private_tags)
 
-    def _keep(self, ds: Dataset, tag: int, action: str | None) -> None:
+    def _keep(self, ds: Dataset, tag: int, action: str | None, elem) -> None:
         # Unlisted public attributes and K: kept, but sequences are de-identified inside, text is
         # cleaned of identifying strings, instance UIDs are remapped and dates shifted as asked.
-        vr = element_vr(ds.get_item(tag))
+        elem = loaded(ds, tag, elem)
+        vr = element_vr(elem)
         if action == KEEP:
             self.actions[KEEP] += 1
         if vr == "SQ":
@@ -450,11 +449,11 @@ class _Engine:
             self.actions[DUMMY] += 1
             self._dummy(ds, tag, vr)
         elif vr in TEXT_VRS and tag not in CODE_VALUE_TAGS:
-            if self._clean_text(ds, tag, vr):
+            if self._clean_text(ds, tag, vr, elem):
                 self.actions[CLEAN] += 1
         elif vr == "UI":
             if action is None and self.remap_uids and is_instance_uid_tag(tag):
-                self._remap_uid_element(ds, tag)
+                self._remap_uid_element(ds, tag, elem)
         elif vr in DATE_VRS and self.shift_days is not None:
             self._shift_dates(ds, tag, vr)
         elif (
@@ -848,8 +847,8 @@ def _deidentify_stream(
             for tag, elem in tail.items():
                 ds[tag] = elem
         if run is not None:
-            tags = list(ds.keys())
-            if any(run.tags[0] <= tag <= run.tags[-1] for tag in tags):
+            first, last = run.tags[0], run.tags[-1]
+            if any(first <= tag <= last for tag, _ in streaming.elements_of(ds)):
                 raise streaming.NotStreamable("an element sorts into the pixel data run")
         if cleaning and (run is None or len(run.tags) != 1):
             raise streaming.NotStreamable("more than one pixel data element to clean")

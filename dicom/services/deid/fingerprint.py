@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from pydicom.dataset import Dataset
-from pydicom.tag import Tag
 
 from .attributes import (
     BINARY_VRS,
@@ -24,12 +23,14 @@ from .attributes import (
     identifier_strings,
     is_instance_uid_tag,
     is_well_known_uid,
+    loaded,
 )
 from .rules import KEEP, RuleSet, load_rules
+from .streaming import elements_of
 
-PATIENT_ID = Tag(0x0010, 0x0020)
-PATIENT_NAME = Tag(0x0010, 0x0010)
-STUDY_INSTANCE_UID = Tag(0x0020, 0x000D)
+PATIENT_ID = 0x00100020
+PATIENT_NAME = 0x00100010
+STUDY_INSTANCE_UID = 0x0020000D
 
 
 @lru_cache(maxsize=1)
@@ -109,10 +110,11 @@ def _first_string(ds: Dataset, tag: int) -> str | None:
 
 
 def _collect(ds: Dataset, fingerprint: Fingerprint, blanked: frozenset[int]) -> None:
-    for tag in list(ds.keys()):
+    for tag, elem in elements_of(ds):
         if tag >> 16 & 1:
             continue  # private: removed or, if safe, not identifying by the standard's judgement
-        vr = element_vr(ds.get_item(tag))
+        elem = loaded(ds, tag, elem)
+        vr = element_vr(elem)
         if vr == "SQ":
             for item in ds[tag].value or ():
                 _collect(item, fingerprint, blanked)
@@ -123,7 +125,7 @@ def _collect(ds: Dataset, fingerprint: Fingerprint, blanked: frozenset[int]) -> 
         wanted = wanted_uid or vr == "PN" or vr in DATE_VRS or tag in IDENTIFYING_TAGS or tag in blanked
         if not wanted:
             continue
-        strings = element_strings(ds, tag, vr)
+        strings = element_strings(ds, tag, vr, elem)
         if not strings:
             continue
         if wanted_uid:

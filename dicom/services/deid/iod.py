@@ -27,6 +27,8 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
+from .rules import COMBINED, REMOVE, RuleSet
+
 IOD_TYPES_FILE = Path(__file__).resolve().parent / "iod_types.json"
 _STRENGTH = {"1": 5, "1C": 4, "2": 3, "2C": 2, "3": 1}
 REQUIRED = ("1", "1C")
@@ -65,6 +67,12 @@ def load_table() -> _Table:
     return _Table(data["source"], data["sop_classes"], iods, modules)
 
 
+# A table of resolved actions holds at most this many tags before it starts again (a file can hold
+# any public tags; the tables are shared by every instance with the same modules).
+ACTION_TABLE_SIZE = 8192
+MISSING = object()  # a tag not yet in an action table
+
+
 class Requirements:
     """The Types one instance's IOD gives its attributes (see the module docstring)."""
 
@@ -72,6 +80,42 @@ class Requirements:
         self.known = types is not None
         self.types = types or {}
         self._prefixes = {path[:-1] for path in self.types}
+        # id(rules) -> (rules, {path: {tag: action}}): the single action of each tag met so far.
+        self._tables: dict[int, tuple[RuleSet, dict[tuple[int, ...], dict[int, str | None]]]] = {}
+
+    def actions(self, rules: RuleSet, path: tuple[int, ...]) -> dict[int, str | None]:
+        """The table of resolved actions at ``path`` under ``rules``; look tags up with :meth:`action`.
+
+        Resolving a tag (its row, then the IOD's Type for a combined action or an X) is the same for
+        every instance with these modules: it is done once per tag and place, then looked up.
+        """
+        entry = self._tables.get(id(rules))
+        if entry is None or entry[0] is not rules:
+            entry = (rules, {})
+            self._tables[id(rules)] = entry
+        table = entry[1].get(path)
+        if table is None:
+            table = entry[1][path] = {}
+        return table
+
+    def action(
+        self, rules: RuleSet, path: tuple[int, ...], tag: int, table: dict[int, str | None]
+    ) -> str | None:
+        """The single action for ``tag`` at ``path``: its row's action under ``rules`` (None when the
+        table does not list it), a combined action resolved and an X turned into Z or D where this IOD
+        requires the attribute. ``table`` is :meth:`actions` (rules, path)."""
+        action = table.get(tag, MISSING)
+        if action is MISSING:
+            action = rules.action_for(tag)
+            if action == COMBINED:
+                basic, required = rules.combined[tag]
+                action = self.resolve(basic, required, path, tag)
+            if action == REMOVE:
+                action = self.removal(path, tag)
+            if len(table) >= ACTION_TABLE_SIZE:
+                table.clear()
+            table[tag] = action
+        return action
 
     def type_of(self, path: tuple[int, ...], tag: int) -> str | None:
         return self.types.get((*path, tag))

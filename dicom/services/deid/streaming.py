@@ -175,6 +175,16 @@ def read_encoding_of(header: Dataset) -> bool | None:
     return None
 
 
+def elements_of(ds: Dataset) -> list[tuple[int, DataElement | RawDataElement]]:
+    """``ds``'s (tag, element) pairs in its key order, tags as plain ints, elements as ``ds`` stores
+    them (``get_item(tag, keep_deferred=True)``: raw ones unconverted, deferred ones unread).
+
+    The walks look at every element of every dataset; ``get_item`` would convert each key to a Tag
+    and each tag comparison would go through ``BaseTag.__eq__``.
+    """
+    return [(int(tag), elem) for tag, elem in ds._dict.items()]
+
+
 def copy_pixel_bytes(source: BinaryIO, destination: BinaryIO | DicomIO, run: PixelRun) -> None:
     """Copy the pixel data bytes of ``run`` from ``source`` to ``destination`` in fixed-size chunks."""
     remaining = run.end - run.start
@@ -300,22 +310,24 @@ class Part10Writer:
         buffer.write(ds.preamble)
         buffer.write(b"DICM")
         buffer.write(_file_meta_bytes(ds))
-        tags = sorted(ds.keys()) if below is None else sorted(tag for tag in list(ds.keys()) if tag < below)
-        _Encoder(buffer).elements(ds.get_item, tags, _dataset_encoding(ds))
+        pairs = elements_of(ds)
+        if below is not None:
+            pairs = [pair for pair in pairs if pair[0] < below]
+        _Encoder(buffer).elements(sorted(pairs, key=_first), _dataset_encoding(ds), ds)
         out.write(buffer.getvalue())
 
     def rest(self, out: BinaryIO, *, above: int) -> None:
         """The top-level elements with tags above ``above``, after the copied pixel data."""
         ds = self.ds
-        tags = sorted(tag for tag in list(ds.keys()) if tag > above)
-        if not tags:
+        pairs = sorted((pair for pair in elements_of(ds) if pair[0] > above), key=_first)
+        if not pairs:
             return
         if not self.fast:
-            write_tail(self._writer, [ds.get_item(tag) for tag in tags], whole=ds)
+            write_tail(self._writer, [ds.get_item(tag) for tag, _ in pairs], whole=ds)
             return
         buffer = DicomBytesIO()
         buffer.is_implicit_VR, buffer.is_little_endian = self.implicit, self.little
-        _Encoder(buffer).elements(ds.get_item, tags, _dataset_encoding(ds))
+        _Encoder(buffer).elements(pairs, _dataset_encoding(ds), ds)
         out.write(buffer.getvalue())
 
 
@@ -358,7 +370,7 @@ def _file_meta_bytes(ds: Dataset) -> bytes:
     buffer.is_implicit_VR, buffer.is_little_endian = False, True
     encoder = _Encoder(buffer)
     if source.original_encoding == (False, True) and source.original_character_set == source._character_set:
-        encoder.elements(elements.get, sorted(elements), DEFAULT_ENCODING)
+        encoder.elements(sorted(elements.items(), key=_first), DEFAULT_ENCODING, None)
     else:
         meta = FileMetaDataset()
         for tag, elem in elements.items():
@@ -366,6 +378,10 @@ def _file_meta_bytes(ds: Dataset) -> bytes:
         write_dataset(buffer, meta)
     group = buffer.getvalue()
     return _GROUP_LENGTH_HEADER + _U32[True].pack(len(group)) + group
+
+
+def _first(pair: tuple) -> int:
+    return pair[0]
 
 
 def _dataset_encoding(ds: Dataset):
@@ -444,10 +460,13 @@ class _Encoder:
             return
         if _SPECIFIC_CHARACTER_SET in ds:
             parent_encoding = ds.get("SpecificCharacterSet", parent_encoding)
-        self.elements(ds.get_item, sorted(ds.keys()), parent_encoding)
+        self.elements(sorted(elements_of(ds), key=_first), parent_encoding, ds)
 
-    def elements(self, get_item, tags, encodings) -> None:
-        """Write the elements ``get_item(tag)`` of ``tags`` (sorted); text in ``encodings``."""
+    def elements(self, pairs, encodings, ds: Dataset | None) -> None:
+        """Write the (tag, element) ``pairs`` (sorted) of ``ds``; text in ``encodings``.
+
+        An element ``ds`` holds unread (deferred) is read first, as ``write_dataset``'s ``get_item``
+        reads it."""
         fp = self.fp
         write = fp.write
         implicit = self.implicit
@@ -455,10 +474,11 @@ class _Encoder:
         text_ascii = None  # whether ASCII text encodes as itself in ``encodings``, decided once
         converted = None  # ``encodings`` as Python codecs, as pydicom's writers receive them
         pack_number = self.numbers
-        for tag in tags:
+        for tag, elem in pairs:
             if not tag & 0xFFFF and tag >> 16 > 6:
                 continue  # retired group lengths: pydicom does not write them either
-            elem = get_item(tag)
+            if elem.__class__ is RawDataElement and elem.value is None and ds is not None:
+                elem = ds.get_item(tag)
             if elem.__class__ is RawDataElement:
                 value = elem.value
                 vr = elem.VR

@@ -20,7 +20,6 @@ The error's detail names the attribute by tag and keyword, never by value.
 from __future__ import annotations
 
 from pydicom.dataset import Dataset
-from pydicom.tag import Tag
 
 from dicom.services.errors import DeidentificationVerificationError
 
@@ -34,21 +33,21 @@ from .attributes import (
     element_vr,
     find_identifier,
     is_instance_uid_tag,
+    loaded,
     uids_in_text,
 )
 from .fingerprint import Fingerprint
-from .iod import Requirements, requirements_for
+from .iod import MISSING, Requirements, requirements_for
 from .options import DeidOptions
-from .rules import COMBINED, DUMMY, REMOVE, ZERO, RuleSet, ruleset_for
+from .rules import DUMMY, REMOVE, ZERO, RuleSet, ruleset_for
+from .streaming import elements_of
 
 # Values the engine writes as dummies; an original that happened to equal one is not a leak.
 NOT_IDENTIFYING_VALUES = frozenset(
     {"", "ANONYMOUS", "ANONYMIZED", "000Y", "19000101", "19000101000000", "000000", "0", "urn:anonymous"}
 )
 # Written by the engine itself from fixed vocabulary (profile and option names).
-ENGINE_WRITTEN_TAGS = frozenset(
-    {Tag(0x0012, 0x0062), Tag(0x0012, 0x0063), Tag(0x0012, 0x0064), Tag(0x0028, 0x0303)}
-)
+ENGINE_WRITTEN_TAGS = frozenset({0x00120062, 0x00120063, 0x00120064, 0x00280303})
 
 
 class _Verifier:
@@ -67,24 +66,25 @@ class _Verifier:
         raise DeidentificationVerificationError(f"verification failed: {describe(tag)} {reason}")
 
     def check(self, ds: Dataset, *, top_level: bool) -> None:
+        rules, requirements = self.rules, self.requirements
+        path = tuple(self.path)
+        table = requirements.actions(rules, path)
         private = []
-        for tag in list(ds.keys()):
+        for tag, elem in elements_of(ds):
             if tag >> 16 & 1:
                 private.append(tag)
                 continue
             if top_level and tag in ENGINE_WRITTEN_TAGS:
                 continue
-            action = self.rules.action_for(tag)
-            if action == COMBINED:
-                basic, required = self.rules.combined[tag]
-                action = self.requirements.resolve(basic, required, tuple(self.path), tag)
-            if action == REMOVE:
-                action = self.requirements.removal(tuple(self.path), tag)
+            action = table.get(tag, MISSING)
+            if action is MISSING:
+                action = requirements.action(rules, path, tag, table)
+            elem = loaded(ds, tag, elem)
             if action == REMOVE and not _is_empty(ds, tag):
                 # Present but empty carries nothing: where something requires the attribute (a
                 # DICOMDIR record's Type 2 key) the engine leaves it so.
                 self.fail(tag, "is present although the profile removes it")
-            vr = element_vr(ds.get_item(tag))
+            vr = element_vr(elem)
             if vr == "SQ":
                 items = ds[tag].value or ()
                 if action == ZERO and len(items):
@@ -94,25 +94,25 @@ class _Verifier:
                     self.check(item, top_level=False)
                 self.path.pop()
                 continue
-            self.check_value(ds, tag, vr, action)
+            self.check_value(ds, tag, vr, action, elem)
         if private:
             self.check_private(ds, private)
 
-    def check_value(self, ds: Dataset, tag: int, vr: str, action: str | None) -> None:
+    def check_value(self, ds: Dataset, tag: int, vr: str, action: str | None, elem=None) -> None:
         if vr == "UI":
             # Class, syntax and scheme UIDs are kept by design even where an invalid original reused
             # the same string as an instance UID; only instance UID attributes must be remapped.
             if (
                 self.uids
                 and is_instance_uid_tag(tag)
-                and any(uid in self.uids for uid in element_strings(ds, tag, vr))
+                and any(uid in self.uids for uid in element_strings(ds, tag, vr, elem))
             ):
                 self.fail(tag, "still holds an original UID")
             return
         if action in (ZERO, DUMMY):
             originals = self.fingerprint.blanked_values(tag)
             if originals:
-                for value in element_strings(ds, tag, vr):
+                for value in element_strings(ds, tag, vr, elem):
                     if value in originals and value not in NOT_IDENTIFYING_VALUES:
                         self.fail(tag, "still holds its original value")
             return
@@ -120,13 +120,14 @@ class _Verifier:
             if binary_holds_identifier(ds[tag].value, self.identifiers):
                 self.fail(tag, "holds an identifying value of the original in its binary value")
             return
-        if vr in TEXT_VRS and self.uids and tag not in CODE_VALUE_TAGS:
-            strings = element_strings(ds, tag, vr)
-            if any(uid in self.uids for uid in uids_in_text("\\".join(strings))):
+        if vr in TEXT_VRS and tag not in CODE_VALUE_TAGS and (self.uids or self.identifiers):
+            strings = element_strings(ds, tag, vr, elem)
+            if not strings:
+                return
+            text = "\\".join(strings)
+            if self.uids and any(uid in self.uids for uid in uids_in_text(text)):
                 self.fail(tag, "quotes an original UID in its text")
-        if vr in TEXT_VRS and self.identifiers and tag not in CODE_VALUE_TAGS:
-            strings = element_strings(ds, tag, vr)
-            if strings and find_identifier("\\".join(strings), self.identifiers) is not None:
+            if self.identifiers and find_identifier(text, self.identifiers) is not None:
                 self.fail(tag, "contains an identifying value of the original")
 
     def check_private(self, ds: Dataset, private: list[int]) -> None:
