@@ -208,7 +208,7 @@ def report(kind: str, counts: collections.Counter, requests: int, elapsed: float
 
 def profile_requests(service, kind: str, seconds: float, worker: int, workdir: Path) -> None:
     client = Client(service.port, service.token)
-    file_id = client.raw_upload()["file_id"]
+    file_id = client.multipart_upload()["file_id"]  # the form every version of the API reads
     actions = {
         "upload": lambda: client.raw_upload(),
         "upload-multipart": client.multipart_upload,
@@ -235,7 +235,7 @@ def profile_requests(service, kind: str, seconds: float, worker: int, workdir: P
 def profile_jobs(service, seconds: float, job_worker: int, workdir: Path) -> None:
     """Background de-identification: jobs queued in one burst, then the worker sampled draining them."""
     client = Client(service.port, service.token)
-    sources = [client.raw_upload()["file_id"] for _ in range(200)]
+    sources = [client.multipart_upload()["file_id"] for _ in range(200)]
     output = workdir / "job.txt"
     cpu_before = cpu_seconds(job_worker)
     derived = [
