@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+import numpy as np
 from pydicom import config
 from pydicom._uid_dict import UID_dictionary
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
@@ -269,16 +270,60 @@ def binary_holds_identifier(value: bytes, identifiers: tuple[str, ...]) -> bool:
     if not value or not identifiers:
         return False
     lowered = bytes(value).lower()
-    for ident in identifiers:
-        if len(ident) < MIN_BINARY_IDENTIFIER:
-            continue  # a short string turns up in binary data by chance
+    needles = [
+        encoded
+        for ident in identifiers
+        if len(ident) >= MIN_BINARY_IDENTIFIER  # a short string turns up in binary data by chance
         for encoded in (
             ident.encode("latin-1", "ignore"),
             ident.encode("utf-16-le"),
             ident.encode("utf-16-be"),
-        ):
-            if encoded in lowered:
-                return True
+        )
+    ]
+    if len(lowered) < LARGE_BINARY_VALUE:
+        return any(needle in lowered for needle in needles)
+    return _holds_any(lowered, needles)
+
+
+# From this size a binary value is searched for all identifiers at once (a waveform, an
+# encapsulated document): one substring search per identifier and encoding took milliseconds.
+LARGE_BINARY_VALUE = 16 * 1024
+
+
+def _holds_any(haystack: bytes, needles: list[bytes]) -> bool:
+    """``any(needle in haystack for needle in needles)``, in one vectorised pass over ``haystack``.
+
+    Every position whose first two byte pairs begin some needle (two 65,536-entry tables indexed by
+    the 16-bit value at each offset) is a candidate; only candidates are compared with the needles
+    that start with their four bytes. Needles under four bytes are searched for as they are.
+    """
+    if any(len(needle) < 4 and needle in haystack for needle in needles):
+        return True
+    by_prefix: dict[bytes, list[bytes]] = {}
+    for needle in needles:
+        if len(needle) >= 4:
+            by_prefix.setdefault(needle[:4], []).append(needle)
+    if not by_prefix or len(haystack) < 4:
+        return False
+    first = np.zeros(65536, dtype=bool)
+    second = np.zeros(65536, dtype=bool)
+    for prefix in by_prefix:
+        first[prefix[0] | prefix[1] << 8] = True
+        second[prefix[2] | prefix[3] << 8] = True
+    size = len(haystack)
+    # The little-endian 16-bit value at every even offset, and at every odd one.
+    pairs = (
+        np.frombuffer(haystack, dtype="<u2", count=size // 2),
+        np.frombuffer(haystack, dtype="<u2", offset=1, count=(size - 1) // 2),
+    )
+    for parity, values in enumerate(pairs):
+        hits = np.flatnonzero(np.take(first, values[:-1]))
+        hits = hits[np.take(second, values[hits + 1])]
+        for index in hits.tolist():
+            position = 2 * index + parity
+            for needle in by_prefix.get(haystack[position : position + 4], ()):
+                if haystack.startswith(needle, position):
+                    return True
     return False
 
 

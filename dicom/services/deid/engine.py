@@ -373,6 +373,7 @@ class _Engine:
         table = requirements.actions(rules, path)
         resolve = requirements.action
         private_tags = []
+        removed: list[int] = []
         overlay_groups: set[int] = set()
         for tag, elem in streaming.elements_of(ds):
             group = tag >> 16
@@ -381,7 +382,7 @@ class _Engine:
                 continue
             if not tag & 0xFFFF:
                 # Group lengths are retired and would be wrong after this walk.
-                del ds[tag]
+                removed.append(tag)
                 continue
             action = table.get(tag, MISSING)
             if action is MISSING:
@@ -391,7 +392,7 @@ class _Engine:
                 continue
             self.actions[CLEAN if action == SHIFT else action] += 1
             if action == REMOVE:
-                del ds[tag]
+                removed.append(tag)
                 if 0x6000 <= group <= 0x60FF and tag & 0xFFFF == 0x3000:
                     overlay_groups.add(group)
                 continue
@@ -425,6 +426,8 @@ class _Engine:
                     self._shift_dates(ds, tag, vr)
                 elif vr in STRING_VRS and vr != "UI":
                     self._clean_text(ds, tag, vr)
+        # Removed together: no handler above reads another element of this dataset.
+        streaming.remove_elements(ds, removed)
         if overlay_groups:
             # Overlay Data removed: the rest of its Overlay Plane (rows, columns, type, origin...)
             # would be an invalid module without it. The whole group goes.
@@ -501,6 +504,7 @@ class _Engine:
                     self._walk_items(ds, tag)
                 elif vr in TEXT_VRS:
                     self._clean_text(ds, tag, vr)
+        removed = []
         for tag in private_tags:
             element = tag & 0xFFFF
             if kept_blocks:
@@ -512,8 +516,9 @@ class _Engine:
                         continue
                 elif 0x0010 <= element <= 0x00FF and (group, element) in kept_blocks:
                     continue
-            del ds[tag]
-            self.removed_private += 1
+            removed.append(tag)
+        streaming.remove_elements(ds, removed)
+        self.removed_private += len(removed)
 
 
 def _method_codes(options: DeidOptions) -> list[tuple[str, str]]:

@@ -182,7 +182,26 @@ def elements_of(ds: Dataset) -> list[tuple[int, DataElement | RawDataElement]]:
     The walks look at every element of every dataset; ``get_item`` would convert each key to a Tag
     and each tag comparison would go through ``BaseTag.__eq__``.
     """
-    return [(int(tag), elem) for tag, elem in ds._dict.items()]
+    store = ds._dict
+    return list(zip(map(int, store.keys()), store.values(), strict=True))
+
+
+def remove_elements(ds: Dataset, tags: list[int]) -> None:
+    """``del ds[tag]`` for every tag of ``tags`` (present ones), with what ``Dataset.__delitem__`` also
+    does: a removed private creator resets the private block cache, removed pixel data the pixel
+    cache. A file's private blocks can be hundreds of elements, each a Tag conversion in ``del``."""
+    if not tags:
+        return
+    store = ds._dict
+    doomed = set(tags)
+    # Deleted by the stored key itself: a lookup by an equal int would call BaseTag.__eq__ per key.
+    for key in [key for key in store if int(key) in doomed]:
+        del store[key]
+    if ds._private_blocks and any(tag >> 16 & 1 and 0x0010 <= tag & 0xFFFF < 0x0100 for tag in tags):
+        ds._private_blocks = {}
+    if any(tag in PIXEL_DATA_TAGS for tag in tags):
+        ds._pixel_array = None
+        ds._pixel_id = {}
 
 
 def copy_pixel_bytes(source: BinaryIO, destination: BinaryIO | DicomIO, run: PixelRun) -> None:
