@@ -15,7 +15,11 @@ it relies on these internals, to be checked on every upgrade:
   (``module.QualName`` of what the job raised), ``traceback`` and ``return_value``;
 - that its worker claims a READY job whose ``run_after`` has passed with
   ``select_for_update(skip_locked=True)``, so a job set back to READY is simply taken again;
-- ``django_tasks_db.management.commands.db_worker``: its ``Worker`` (constructor keywords,
+  ``DBTaskResult.objects.ready()`` and the worker's filters (``backend_name``, ``queue_names``,
+  ``process_all_queues``, ``excluded_queue_names``), and that its loop in batch mode (``batch``)
+  returns once no job is ready, counting what it ran in ``_run_tasks`` against ``max_tasks``;
+- ``django_tasks_db.management.commands.db_worker``: its ``logger`` and the text of its start and
+  batch-end lines; its ``Worker`` (constructor keywords,
   ``worker_id``, ``run()``, and ``run_task(db_task_result)``, which leaves the row FAILED when the
   task raised), and its ``Command``, whose ``handle`` builds the worker from the module-level
   name ``Worker`` and whose ``--interval`` option is the wait between looks at an empty queue.
@@ -30,6 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
+from django.db import close_old_connections
 from django.db.models import Exists, OuterRef
 from django.utils.module_loading import import_string
 from django_tasks_db.management.commands import db_worker
@@ -157,7 +162,45 @@ def check_reachable() -> None:
 
 
 class QueueWorker(db_worker.Worker):
-    """django-tasks-db's worker, telling :meth:`job_failed` about every job that raised."""
+    """django-tasks-db's worker, waiting for work without locks, telling :meth:`job_failed` about
+    every job that raised.
+
+    django-tasks-db looks for a job inside a write transaction (``select_for_update``), and on
+    SQLite every transaction of the service takes the database's write lock at BEGIN: at one look
+    every 100 ms an idle worker held the lock often enough to slow single-client uploads by a fifth.
+    Here an idle worker looks with a plain read (no lock, no transaction) and enters
+    django-tasks-db's loop, in its batch mode, only when a job is ready; that loop claims and runs
+    jobs until the queue is empty, then hands back.
+    """
+
+    def run(self) -> None:
+        batch, self.batch = self.batch, True
+        quiet = _LoopLines()
+        db_worker.logger.addFilter(quiet)
+        try:
+            while self.running:
+                close_old_connections()
+                if self._job_ready():
+                    super().run()
+                    quiet.started = True
+                    self.startup_delay = False  # its random delay is for the worker's start only
+                    if self.max_tasks is not None and self._run_tasks >= self.max_tasks:
+                        return
+                elif batch:
+                    return
+                else:
+                    time.sleep(self.interval)
+        finally:
+            db_worker.logger.removeFilter(quiet)
+
+    def _job_ready(self) -> bool:
+        # The jobs django-tasks-db's loop would look for (its filters, as in Worker.run).
+        jobs = DBTaskResult.objects.ready().filter(backend_name=self.backend_name)
+        if not self.process_all_queues:
+            jobs = jobs.filter(queue_name__in=self.queue_names)
+        if self.excluded_queue_names:
+            jobs = jobs.exclude(queue_name__in=self.excluded_queue_names)
+        return jobs.exists()
 
     def run_task(self, db_task_result: DBTaskResult) -> None:
         started = time.monotonic()
@@ -168,6 +211,19 @@ class QueueWorker(db_worker.Worker):
 
     def job_failed(self, job: Job) -> None:
         """Called after ``job`` raised and was marked FAILED; the default does nothing."""
+
+
+class _LoopLines(logging.Filter):
+    """Drops the lines django-tasks-db writes each time its loop is entered and left here: its
+    "Starting worker" (but the first) and its batch mode's "No more tasks ... exiting"."""
+
+    started = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        if message.startswith("No more tasks to run"):
+            return False
+        return not (self.started and message.startswith("Starting worker"))
 
 
 def _log_job_run(row: DBTaskResult, *, worker_id: str, duration: float) -> None:

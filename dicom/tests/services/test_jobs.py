@@ -1,17 +1,20 @@
 """Jobs that survive their workers: the reaper, retries with a bound, giving up with a reason."""
 
 import datetime as dt
+import threading
+import time
 import uuid
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
 from audit.models import AuditLog
 from audit.services import Actor
 from dicom.models import BulkItem, BulkRun, DicomFile, WorkerHeartbeat
-from dicom.services import jobs
+from dicom.services import jobs, task_queue
 from dicom.services.anonymization import request_anonymization
 from dicom.services.deid import DeidOptions
 from dicom.services.ingest import IngestRequest, ingest_file
@@ -202,3 +205,46 @@ def test_a_stored_original_the_validator_refuses_fails_its_job_and_bulk_item(use
     spec = bulk.WorkSpec(options=tuple(options.to_names()), output_dir=None, study_type="general")
     outcome = bulk.process_unit(spec, unit, options=options, key=b"k" * 32)
     assert outcome.status == BulkItem.Status.REFUSED and outcome.detail
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="SQLite's in-memory test database locks whole tables between threads (shared cache)",
+)
+@pytest.mark.django_db(transaction=True)
+def test_an_idle_worker_takes_jobs_queued_later_and_goes_on_waiting():
+
+    worker = task_queue.QueueWorker(
+        queue_names=["default"],
+        interval=0.05,
+        batch=False,
+        backend_name="default",
+        startup_delay=False,
+        max_tasks=None,
+        worker_id="idle-worker",
+        excluded_queue_names=[],
+    )
+
+    def run() -> None:
+        try:
+            worker.run()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        for _ in range(2):  # each burst drains, and the worker is back to waiting for the next
+            time.sleep(0.3)
+            # A file that does not exist: the job's body returns at once ("missing").
+            job_ids = [task_queue.enqueue(task_queue.ANONYMIZE_FILE, str(uuid.uuid4())) for _ in range(3)]
+            deadline = time.monotonic() + 5
+            while DBTaskResult.objects.filter(pk__in=job_ids, status="SUCCESSFUL").count() < 3:
+                assert time.monotonic() < deadline, "the idle worker did not take the queued jobs"
+                time.sleep(0.02)
+            assert thread.is_alive()
+    finally:
+        worker.running = False
+        thread.join(timeout=5)
+    assert not thread.is_alive()
+    assert set(DBTaskResult.objects.values_list("status", flat=True)) == {"SUCCESSFUL"}
