@@ -1,24 +1,31 @@
 """The service as `make run` starts it, for the benchmarks that measure it over HTTP.
 
-``running_service`` migrates a fresh SQLite database in a temporary directory, makes a user and
-its token, starts scripts/run.sh on loopback, waits until it answers, and stops it (as Ctrl-C
-does) when the block ends.
+``running_service`` migrates a fresh database (SQLite in a temporary directory, or with
+``database="postgres"`` a throwaway PostgreSQL started by scripts/pg_test.sh with its normal
+durability), makes a user and its token, starts scripts/run.sh on loopback, waits until it answers,
+and stops it (as Ctrl-C does) when the block ends.
+
+``BENCH_APP_ROOT`` names another checkout to start (a ``git worktree`` of an older commit, for a
+"before" figure); the virtualenv stays this checkout's (``BENCH_VENV`` to change it).
 """
 
 import http.client
 import os
 import signal
+import socket
 import subprocess
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-PYTHON = str(ROOT / ".venv/bin/python")
+HERE = Path(__file__).resolve().parent.parent
+ROOT = Path(os.environ.get("BENCH_APP_ROOT") or HERE).resolve()
+VENV = Path(os.environ.get("BENCH_VENV") or HERE / ".venv")
+PYTHON = str(VENV / "bin/python")
 
 
 @dataclass
@@ -27,6 +34,8 @@ class Service:
     token: str
     env: dict
     process: subprocess.Popen
+    # The PostgreSQL postmaster's pid when the service runs on PostgreSQL (its backends are its children).
+    database_pid: int | None = None
 
     def manage(self, *args: str) -> str:
         """``manage.py`` on the service's database; its output's last line."""
@@ -36,21 +45,57 @@ class Service:
         return result.stdout.strip().splitlines()[-1]
 
 
+def free_port() -> int:
+    """A loopback TCP port nobody listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @contextmanager
-def running_service(*, port: int) -> Iterator[Service]:
-    with tempfile.TemporaryDirectory() as data_dir:
+def throwaway_postgres() -> Iterator[tuple[str, int]]:
+    """A PostgreSQL on loopback with its normal durability (fsync, synchronous commit, full pages).
+
+    Yields its ``DATABASE_URL`` and the postmaster's pid; stops it and removes its data at the end.
+    """
+    port = free_port()
+    # mkdtemp's directory is private; pg_test.sh makes it again, owned by the server's user.
+    pg_dir = tempfile.mkdtemp(prefix="bench-pg-")
+    subprocess.run(
+        [str(HERE / "scripts/pg_test.sh"), "start", pg_dir, str(port)],
+        env={**os.environ, "PG_TEST_DURABLE": "1"},
+        check=True,
+        capture_output=True,
+    )
+    try:
+        postmaster = int((Path(pg_dir) / "data/postmaster.pid").read_text().split()[0])
+        yield f"postgres://postgres@127.0.0.1:{port}/postgres", postmaster
+    finally:
+        subprocess.run([str(HERE / "scripts/pg_test.sh"), "stop", pg_dir], check=False, capture_output=True)
+
+
+@contextmanager
+def running_service(*, port: int, database: str = "sqlite") -> Iterator[Service]:
+    """scripts/run.sh on 127.0.0.1:``port`` with a fresh data directory; ``database``: sqlite or postgres."""
+    if database not in {"sqlite", "postgres"}:
+        raise ValueError(f"database must be sqlite or postgres, not {database!r}")
+    # Left in reverse order: the service stops (below) before its PostgreSQL, and both before the files go.
+    with tempfile.TemporaryDirectory() as data_dir, ExitStack() as stack:
         env = {**os.environ, "DICOM_DATA_DIR": data_dir, "PORT": str(port), "DJANGO_LOG_LEVEL": "WARNING"}
         env.pop("DATABASE_URL", None)
+        database_pid = None
+        if database == "postgres":
+            env["DATABASE_URL"], database_pid = stack.enter_context(throwaway_postgres())
         subprocess.run([PYTHON, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
         process = subprocess.Popen(
             ["scripts/run.sh"],
             cwd=ROOT,
-            env={**env, "BIN": str(ROOT / ".venv/bin")},
+            env={**env, "BIN": str(VENV / "bin")},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        service = Service(port=port, token="", env=env, process=process)
+        service = Service(port=port, token="", env=env, process=process, database_pid=database_pid)
         try:
             service.token = service.manage(
                 "shell",

@@ -3,6 +3,9 @@
 # `pause DIR` stops the server and keeps its data; `resume DIR PORT` starts it again on that data
 # (the topology test's database outage).
 # Runs the server as the `postgres` system user when invoked as root (PostgreSQL refuses root).
+# The suite's server trades durability for speed (fsync, synchronous_commit and full_page_writes off);
+# PG_TEST_DURABLE=1 keeps PostgreSQL's normal durability, for benchmarks that compare with servers that
+# fsync (benchmarks/compare_orthanc.py).
 set -euo pipefail
 action=$1
 dir=$2
@@ -17,8 +20,10 @@ as_owner() {
 }
 
 start_server() {
+  local durability="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+  if [ "${PG_TEST_DURABLE:-0}" = 1 ]; then durability=""; fi
   as_owner "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-    -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=100" \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $dir $durability -c max_connections=100" \
     start >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
 }
 
