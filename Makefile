@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SYSTEM_PACKAGES := postgresql dcmtk dicom3tools chromium chromium-driver docker-compose
 
-.PHONY: run test lint format migrate superuser system-deps bench fuzz clean
+.PHONY: run test lint format migrate superuser system-deps bench-deps bench bench-orthanc fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -78,8 +78,26 @@ test: system-deps $(VENV)/.dev
 	scripts/pg_test.sh stop $(PGDIR); rm -rf $(PGDIR)-data; \
 	exit $$status
 
-bench: $(VENV)/.dev
+# Debian packages the benchmarks need: Orthanc (the peer benchmarks/compare_orthanc.py measures
+# against) and PostgreSQL (its PostgreSQL runs, and bench_audit --postgres). Installed only when missing.
+bench-deps:
+	@missing=""; \
+	[ -x /usr/sbin/Orthanc ] || missing="$$missing orthanc"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+# Every benchmark, then the comparison with Orthanc (about 8 minutes on 2 cores; COMPARE_ARGS=--quick: 1).
+bench: bench-deps $(VENV)/.dev
 	for script in benchmarks/bench_*.py; do $(BIN)/python $$script || exit 1; done
+	$(BIN)/python benchmarks/compare_orthanc.py $(COMPARE_ARGS)
+
+# The comparison with Orthanc alone.
+bench-orthanc: bench-deps $(VENV)/.dev
+	$(BIN)/python benchmarks/compare_orthanc.py $(COMPARE_ARGS)
 
 # The long schemathesis run against a throwaway service (FUZZ_EXAMPLES per operation, default 500).
 fuzz: $(VENV)/.dev
