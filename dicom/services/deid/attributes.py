@@ -83,13 +83,24 @@ MIN_IDENTIFIER_LENGTH = 3  # "names and name components longer than 2 characters
 MIN_NUMERIC_IDENTIFIER_LENGTH = 4  # a 3-digit number is too common to mean a patient
 
 
-@lru_cache(maxsize=8192)
+# tag (a plain int: a BaseTag key would compare through its Python __eq__) -> dictionary VR.
+_DICTIONARY_VRS: dict[int, str] = {}
+_DICTIONARY_VRS_SIZE = 8192
+
+
 def dictionary_vr(tag: int) -> str:
     """The data dictionary's VR for a tag, ``UN`` for an unknown one."""
-    try:
-        return dictionary_VR(tag)
-    except KeyError:
-        return "UN"
+    tag = int(tag)
+    vr = _DICTIONARY_VRS.get(tag)
+    if vr is None:
+        try:
+            vr = dictionary_VR(tag)
+        except KeyError:
+            vr = "UN"
+        if len(_DICTIONARY_VRS) >= _DICTIONARY_VRS_SIZE:
+            _DICTIONARY_VRS.clear()
+        _DICTIONARY_VRS[tag] = vr
+    return vr
 
 
 def element_vr(element) -> str:
@@ -99,7 +110,8 @@ def element_vr(element) -> str:
         return vr
     # Implicit VR, or UN for a public tag the dictionary knows: pydicom converts both to the
     # dictionary's VR, so the rules must see that VR too.
-    return dictionary_vr(element.tag) if not vr or not element.tag >> 16 & 1 else vr
+    tag = element.tag
+    return dictionary_vr(tag) if not vr or not tag >> 16 & 1 else vr
 
 
 def value_strings(value) -> list[str]:

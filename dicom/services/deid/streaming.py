@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from dataclasses import dataclass
 from struct import Struct
 from struct import error as struct_error
@@ -273,9 +274,9 @@ _TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "UC"})
 _NUMBER_FORMATS = {"US": "H", "UL": "L", "SS": "h", "SL": "l"}
 _AMBIGUOUS_OR_SEQUENCE = frozenset(str(vr) for vr in AMBIGUOUS_VR) | {"SQ"}
 _ASCII_ENCODINGS = frozenset(
-    {"iso8859", "latin_1", "utf_8", "iso8859_2", "iso8859_3", "iso8859_4", "iso8859_5", "iso8859_6"}
-    | {"iso8859_7", "iso8859_8", "iso8859_9", "iso8859_11", "tis_620", "euc_kr", "gb18030", "gbk"}
-)
+    {"iso8859", "latin_1", "iso8859_2", "iso8859_3", "iso8859_4", "iso_ir_126", "iso_ir_127", "iso_ir_138"}
+    | {"iso_ir_144", "iso_ir_148", "iso_ir_166", "UTF8", "GB18030", "GBK", "GB2312", "euc_kr"}
+)  # pydicom's Python encodings that write ASCII as ASCII (not shift_jis, ISO 2022 or iso_ir_58)
 _SPECIFIC_CHARACTER_SET = 0x00080005
 
 
@@ -363,6 +364,10 @@ def _file_meta_bytes(ds: Dataset) -> bytes:
         (_MEDIA_STORAGE_SOP_CLASS_UID, _SOP_CLASS_UID),
         (_MEDIA_STORAGE_SOP_INSTANCE_UID, _SOP_INSTANCE_UID),
     ):
+        if _same_canonical_uid(source._dict.get(meta_tag), ds._dict.get(ds_tag)):
+            # Both still raw and the same well-formed UID: dcmwrite would keep the file meta's, and
+            # its conversion writes back the very bytes it was read from.
+            continue
         # Read as dcmwrite reads them (converting them, as it does), before the elements are taken.
         current = source.get(meta_tag, None)
         wanted = ds[ds_tag].value if ds_tag in ds else None
@@ -440,6 +445,31 @@ def _ascii_bytes(value, padding: bytes) -> bytes | None:
     return encoded + padding if len(encoded) % 2 else encoded
 
 
+_CANONICAL_UID = re.compile(rb"[0-9]+(\.[0-9]+)*\x00?")
+
+
+def _same_canonical_uid(first, second) -> bool:
+    """Whether a raw file meta UI element holds one UID written as pydicom writes one (digits and
+    dots, one NUL when its length is odd) and the dataset element (raw or converted) the same UID."""
+    if not (
+        first.__class__ is RawDataElement
+        and first.VR == "UI"
+        and first.value.__class__ is bytes
+        and len(first.value) % 2 == 0
+        and _CANONICAL_UID.fullmatch(first.value) is not None
+    ):
+        return False
+    if second.__class__ is RawDataElement:
+        # dcmwrite's read of it converts it to what it holds: the same bytes, as UI.
+        return second.VR in ("UI", None) and second.value == first.value
+    return (
+        second.__class__ is DataElement
+        and second.VR == "UI"
+        and isinstance(second.value, str)
+        and second.value == first.value.rstrip(b"\x00").decode("ascii")
+    )
+
+
 def _is_empty(elem: DataElement | RawDataElement) -> bool:
     if elem.__class__ is RawDataElement:
         return not elem.value
@@ -470,14 +500,15 @@ class _Encoder:
         # pydicom re-encodes a dataset read otherwise (or made from scratch) as a whole: ambiguous VRs
         # corrected (in nested items too), raw values converted. One made of plain converted elements
         # (an item the engine built) has nothing to correct or convert: it is written element by element.
-        if (
-            ds.original_encoding != self.encoding or ds.original_character_set != ds._character_set
-        ) and not all(
+        own_charset = _SPECIFIC_CHARACTER_SET in ds._dict
+        # Dataset._character_set, without a KeyError raised and caught for every item without one.
+        character_set = ds._character_set if own_charset else ds._parent_encoding
+        if (ds.original_encoding != self.encoding or ds.original_character_set != character_set) and not all(
             elem.__class__ is DataElement and elem.VR not in _AMBIGUOUS_OR_SEQUENCE for elem in ds.elements()
         ):
             write_dataset(self.fp, ds, parent_encoding=parent_encoding)
             return
-        if _SPECIFIC_CHARACTER_SET in ds:
+        if own_charset:
             parent_encoding = ds.get("SpecificCharacterSet", parent_encoding)
         self.elements(sorted(elements_of(ds), key=_first), parent_encoding, ds)
 
