@@ -20,6 +20,7 @@ from dicom.services.deid import DeidOptions
 from dicom.services.ingest import IngestRequest, ingest_file
 from dicom.tests.commands.conftest import write_instance
 from dicom.tests.factories import DicomFileFactory
+from dicom.tests.jobs import make_worker
 
 pytestmark = pytest.mark.django_db
 
@@ -214,15 +215,8 @@ def test_a_stored_original_the_validator_refuses_fails_its_job_and_bulk_item(use
 @pytest.mark.django_db(transaction=True)
 def test_an_idle_worker_takes_jobs_queued_later_and_goes_on_waiting():
 
-    worker = task_queue.QueueWorker(
-        queue_names=["default"],
-        interval=0.05,
-        batch=False,
-        backend_name="default",
-        startup_delay=False,
-        max_tasks=None,
-        worker_id="idle-worker",
-        excluded_queue_names=[],
+    worker = make_worker(
+        worker_class=task_queue.QueueWorker, worker_id="idle-worker", interval=0.05, batch=False
     )
 
     def run() -> None:
