@@ -14,7 +14,6 @@ from pathlib import Path
 import schemathesis
 from hypothesis import strategies as st
 
-
 # The raw upload's body is bytes as they are; without this schemathesis skips that media type.
 schemathesis.serializer.alias("application/dicom", "application/octet-stream")
 
