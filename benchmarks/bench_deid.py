@@ -12,13 +12,19 @@ times, on the same files:
 Then reports the peak Python memory (tracemalloc) of the floor and of ``deidentify_file`` on one large
 native multi-frame file built on disk in chunks (``--large-mb``, 0 to skip).
 
-Usage: ``python benchmarks/bench_deid.py [--files 1000] [--repeat 1] [--large-mb 200]``
+With ``--profile``, also prints where the engine's time goes per file (cProfile over one pass of the
+corpus: reading the header, the fingerprint, the IOD lookup, the rule walk, the verification pass,
+writing; cProfile slows Python code more than C code, so take the shares as a guide, not a budget).
+
+Usage: ``python benchmarks/bench_deid.py [--files 1000] [--repeat 1] [--large-mb 200] [--profile]``
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import io
+import pstats
 import struct
 import sys
 import tempfile
@@ -118,6 +124,48 @@ def time_dicognito(files: list[Path], out: Path) -> tuple[float, int]:
     return time.perf_counter() - start, done
 
 
+# (label, module file, function name) of the engine's phases, as cProfile names them.
+PHASES = (
+    ("read the header (dcmread, tail)", "deid/engine.py", "_read"),
+    ("read the header (dcmread, tail)", "deid/streaming.py", "read_tail"),
+    ("pixel data located / scanned", "deid/engine.py", "_scan_streamed"),
+    ("pixel data located / scanned", "deid/streaming.py", "plan_pixel_copy"),
+    ("fingerprint", "deid/fingerprint.py", "collect_identifiers"),
+    ("IOD requirements", "deid/iod.py", "requirements_for"),
+    ("rule walk", "deid/engine.py", "walk"),
+    ("verification pass", "deid/verify.py", "verify_deidentified"),
+    ("write (header, pixel copy, tail)", "deid/streaming.py", "header"),
+    ("write (header, pixel copy, tail)", "deid/streaming.py", "rest"),
+    ("write (header, pixel copy, tail)", "deid/streaming.py", "copy_pixel_bytes"),
+    ("write (header, pixel copy, tail)", "deid/engine.py", "_deidentify_in_memory"),
+)
+
+
+def report_profile(files: list[Path], out: Path) -> None:
+    """Per-file milliseconds of each phase of ``deidentify_file`` over one pass, under cProfile."""
+    options = DeidOptions(accept_burned_in_annotation=True)
+    profile = cProfile.Profile()
+    profile.enable()
+    for index, path in enumerate(files):
+        deidentify_file(path, out / f"profile_{index:05d}.dcm", options=options, key=KEY)
+    profile.disable()
+    stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+    total = sum(
+        cumulative
+        for (name, _, function), (_, _, _, cumulative, _) in stats.items()
+        if function == "deidentify_file" and name.endswith("deid/engine.py")
+    )
+    phases = dict.fromkeys((label for label, _, _ in PHASES), 0.0)
+    for (name, _, function), (_, _, _, cumulative, _) in stats.items():
+        for label, module, wanted in PHASES:
+            if function == wanted and name.endswith(module):
+                phases[label] += cumulative
+    phases["other (file open and close, attributes, report)"] = total - sum(phases.values())
+    print(f"profile (cProfile, one pass, {len(files)} files): {total / len(files) * 1000:.2f} ms per file")
+    for label, seconds in phases.items():
+        print(f"  {label:>48}: {seconds / len(files) * 1000:6.3f} ms  {100 * seconds / total:5.1f}%")
+
+
 def build_large_file(path: Path, megabytes: int) -> None:
     """A native 16-bit multi-frame file of about ``megabytes`` MB, its pixel data written in chunks."""
     rows = columns = 1024
@@ -173,6 +221,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=1, help="best of N runs per tool")
     parser.add_argument("--large-mb", type=int, default=200, help="size of the memory check file, 0 to skip")
+    parser.add_argument("--profile", action="store_true", help="also print where the engine's time goes")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     with tempfile.TemporaryDirectory() as tmp:
@@ -197,6 +246,10 @@ def main() -> None:
             rate = len(files) / seconds
             note = "" if done == len(files) else f" ({done} of {len(files)} files succeeded)"
             print(f"{name:>10}: {rate:8.1f} files/s  {seconds:6.2f} s  {rate / floor_rate:5.2f}x floor{note}")
+        if args.profile:
+            out = root / "out_profile"
+            out.mkdir()
+            report_profile(files, out)
         if args.large_mb > 0:
             report_memory(root, args.large_mb)
 

@@ -27,7 +27,10 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
+from .attributes import element_strings, element_vr
 from .rules import COMBINED, REMOVE, RuleSet
+
+SOP_CLASS_UID = 0x00080016
 
 IOD_TYPES_FILE = Path(__file__).resolve().parent / "iod_types.json"
 _STRENGTH = {"1": 5, "1C": 4, "2": 3, "2C": 2, "3": 1}
@@ -163,12 +166,22 @@ _UNKNOWN = Requirements(None)
 def requirements_for(ds: Dataset) -> Requirements:
     """The requirements of ``ds``'s IOD for the modules it carries (unknown SOP class: ``known`` False)."""
     table = load_table()
-    sop_class = str(ds.get("SOPClassUID", "") or "").strip()
+    element = ds.get_item(SOP_CLASS_UID) if SOP_CLASS_UID in ds else None
+    if element is not None and element_vr(element) == "UI":
+        # Read without converting the element; a multi-valued one names no SOP class, as before.
+        strings = element_strings(ds, SOP_CLASS_UID, "UI", element)
+        sop_class = strings[0].strip() if len(strings) == 1 else ""
+    else:
+        sop_class = str(ds.get("SOPClassUID", "") or "").strip()
     iod = table.sop_classes.get(sop_class)
     if iod is None or iod not in table.iods:
         return _UNKNOWN
     present_tags = frozenset(map(int, ds.keys()))
-    present = [key for key, own_tags in _optional_modules(iod) if own_tags is None or own_tags & present_tags]
+    present = [
+        key
+        for key, own_tags in _optional_modules(iod)
+        if own_tags is None or not own_tags.isdisjoint(present_tags)
+    ]
     return _requirements(tuple(present))
 
 
