@@ -4,7 +4,8 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from django.http import FileResponse, Http404, HttpRequest
+from django.conf import settings
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 
 from audit.services import Actor, Operation, operation
 from dicom.models import DicomFile
@@ -25,8 +26,19 @@ class StoredFileResponse(FileResponse):
     block_size = 1024 * 1024
 
 
-def stored_file_response(dicom_file: DicomFile) -> FileResponse:
-    """Stream a stored file as ``application/dicom``, named after its id (never a client's filename)."""
+def stored_file_response(dicom_file: DicomFile) -> HttpResponse:
+    """Stream a stored file as ``application/dicom``, named after its id (never a client's filename).
+
+    With ``DICOM_DOWNLOAD_ACCEL_PREFIX`` (a front end such as nginx in front of local storage) the
+    answer carries no body but ``X-Accel-Redirect: <prefix><key>``, and the front end sends the
+    file from its internal location: the checks and the audit row stay here, the copying goes.
+    """
+    prefix = settings.DICOM_DOWNLOAD_ACCEL_PREFIX
+    if prefix and storage.local_path(dicom_file.storage_key) is not None:
+        response = HttpResponse(content_type="application/dicom")
+        response["X-Accel-Redirect"] = prefix + dicom_file.storage_key
+        response["Content-Disposition"] = f'attachment; filename="{dicom_file.id}.dcm"'
+        return response
     response = StoredFileResponse(
         storage.open_stored(dicom_file.storage_key),
         as_attachment=True,

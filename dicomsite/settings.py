@@ -257,6 +257,8 @@ DICOM_BODY_GRACE_SECONDS = env_int("DICOM_BODY_GRACE_SECONDS", 10, minimum=1)
 DICOM_BODY_MIN_RATE = env_int("DICOM_BODY_MIN_RATE", 16 * 1024, minimum=1)
 # Threads per web worker that run requests (each keeps its database connection).
 DICOM_WEB_THREADS = env_int("DICOM_WEB_THREADS", 8, minimum=1)
+# Downloads through a front end (nginx): answered with X-Accel-Redirect: <prefix><key>, no body.
+DICOM_DOWNLOAD_ACCEL_PREFIX = env_str("DICOM_DOWNLOAD_ACCEL_PREFIX")
 # How long a worker waits between looks at an empty queue (a queued job waits at most this).
 DICOM_WORKER_POLL_MS = env_int("DICOM_WORKER_POLL_MS", 100, minimum=10)
 DICOM_WORKER_STALE_SECONDS = env_int("DICOM_WORKER_STALE_SECONDS", 30, minimum=2)

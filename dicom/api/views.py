@@ -4,7 +4,7 @@ import functools
 import io
 
 from django.conf import settings
-from django.http import FileResponse
+from django.http import HttpResponse
 from rest_framework import viewsets
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
@@ -178,7 +178,7 @@ class DicomViewSet(viewsets.ViewSet):
 
     @schema.download
     @audited(AuditLog.Action.DOWNLOAD)
-    def download(self, request: Request, file_id: str) -> FileResponse:
+    def download(self, request: Request, file_id: str) -> HttpResponse:
         dicom_file = self._get_file(file_id)
         if not access.may_see_patient_data(request.user, dicom_file):
             raise AccessRefusedError(

@@ -24,6 +24,25 @@ def upload(client, path=CT_SMALL, **fields) -> str:
     return response.json()["file_id"]
 
 
+def test_behind_a_front_end_a_download_names_the_file_for_it_and_is_audited(api, user, settings):
+    settings.DICOM_DOWNLOAD_ACCEL_PREFIX = "/protected/"
+    file_id = upload(api)
+    key = DicomFile.objects.get(pk=file_id).storage_key
+    response = api.get(f"/api/dicom/download/{file_id}")
+    assert response.status_code == 200
+    assert response["X-Accel-Redirect"] == f"/protected/{key}"
+    assert response["Content-Type"] == "application/dicom"
+    assert response["Content-Disposition"] == f'attachment; filename="{file_id}.dcm"'
+    assert response.content == b""  # the front end sends the bytes
+    row = AuditLog.objects.filter(action="download").get()
+    assert (row.user, row.success, str(row.file_id)) == (user, True, file_id)
+    # A refused download names nothing for the front end.
+    other = upload(api)
+    DicomFile.objects.filter(pk=other).update(owner=None)
+    refused = api.get(f"/api/dicom/download/{other}")
+    assert refused.status_code == 404 and "X-Accel-Redirect" not in refused
+
+
 @pytest.mark.parametrize("suffix", ["", "/"])
 @pytest.mark.parametrize("endpoint", ["metadata", "download", "status"])
 def test_get_endpoints_answer_with_and_without_trailing_slash(api, endpoint, suffix):
