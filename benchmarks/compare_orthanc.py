@@ -71,6 +71,7 @@ from pathlib import Path
 from service import ROOT, free_port, running_service
 
 ORTHANC = "/usr/sbin/Orthanc"
+ORTHANC_JOBS_KEPT = 10
 # Set in the re-run inside the network namespace.
 IN_NAMESPACE = "COMPARE_ORTHANC_NETNS"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -942,6 +943,10 @@ def parse_args() -> argparse.Namespace:
     for name, value in (quick if args.quick else defaults).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    # Orthanc keeps the last 10 finished jobs (JobsHistorySize, left at its default): with more studies,
+    # a job could be forgotten before it is seen finished.
+    if -(-min(args.background, args.small) // args.study_size) > ORTHANC_JOBS_KEPT:
+        parser.error(f"--background / --study-size: at most {ORTHANC_JOBS_KEPT} studies per variant")
     return args
 
 
