@@ -248,7 +248,6 @@ def write_tail(destination: DicomIO, elements: list[DataElement | RawDataElement
 
 # VRs whose explicit-VR header has 2 reserved bytes and a 4-byte length, as pydicom's writer has them.
 _LONG_VR_NAMES = frozenset(str(vr) for vr in EXPLICIT_VR_LENGTH_32)
-ITEM_DELIMITER = 0xFFFEE00D
 _ITEM_HEADER = {
     True: Struct("<HHL").pack(0xFFFE, 0xE000, UNDEFINED_LENGTH),
     False: Struct(">HHL").pack(0xFFFE, 0xE000, UNDEFINED_LENGTH),
@@ -365,8 +364,8 @@ def _file_meta_bytes(ds: Dataset) -> bytes:
         (_MEDIA_STORAGE_SOP_INSTANCE_UID, _SOP_INSTANCE_UID),
     ):
         if _same_canonical_uid(source._dict.get(meta_tag), ds._dict.get(ds_tag)):
-            # Both still raw and the same well-formed UID: dcmwrite would keep the file meta's, and
-            # its conversion writes back the very bytes it was read from.
+            # The same well-formed UID in both: dcmwrite would keep the file meta's element, and
+            # its conversion writes back the very bytes the raw element holds.
             continue
         # Read as dcmwrite reads them (converting them, as it does), before the elements are taken.
         current = source.get(meta_tag, None)
