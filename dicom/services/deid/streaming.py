@@ -503,7 +503,8 @@ class _Encoder:
         # Dataset._character_set, without a KeyError raised and caught for every item without one.
         character_set = ds._character_set if own_charset else ds._parent_encoding
         if (ds.original_encoding != self.encoding or ds.original_character_set != character_set) and not all(
-            elem.__class__ is DataElement and elem.VR not in _AMBIGUOUS_OR_SEQUENCE for elem in ds.elements()
+            elem.__class__ is DataElement and elem.VR not in _AMBIGUOUS_OR_SEQUENCE
+            for _, elem in elements_of(ds)
         ):
             write_dataset(self.fp, ds, parent_encoding=parent_encoding)
             return

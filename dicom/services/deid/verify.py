@@ -190,10 +190,11 @@ def verify_deidentified(
     verifier.check(ds, top_level=True)
     file_meta = getattr(ds, "file_meta", None)
     if file_meta is not None and verifier.uids:
-        for tag in list(file_meta.keys()):
+        for tag, elem in elements_of(file_meta):
+            elem = loaded(file_meta, tag, elem)
             if (
-                element_vr(file_meta.get_item(tag)) == "UI"
+                element_vr(elem) == "UI"
                 and is_instance_uid_tag(tag)
-                and any(uid in verifier.uids for uid in element_strings(file_meta, tag, "UI"))
+                and any(uid in verifier.uids for uid in element_strings(file_meta, tag, "UI", elem))
             ):
                 verifier.fail(tag, "still holds an original UID")
