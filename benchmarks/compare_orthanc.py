@@ -16,7 +16,8 @@ Then runs these operations in interleaved rounds (each operation on each server 
 the servers rotated each round), with fresh files (new UIDs) for every ingest:
 
 1. ingest small files (~25 KB: pydicom's CT_small and MR_small, as built by the test builders),
-   1 client and 4 clients: ours POST /api/dicom/upload (multipart), Orthanc POST /instances (raw);
+   1 client and 4 clients: ours POST /api/dicom/upload, Orthanc POST /instances, both with the raw
+   file as the body (``--ours-body multipart``: ours as a multipart form, for older commits);
 2. ingest 5 MB files (a 160-frame CT_small), 1 and 4 clients;
 3. metadata of small files: ours GET /api/dicom/metadata/{id}, Orthanc GET /instances/{id}/simplified-tags;
 4. download small and 5 MB files: ours GET /api/dicom/download/{id}, Orthanc GET /instances/{id}/file;
@@ -67,6 +68,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlencode
 
 from service import ROOT, free_port, running_service
 
@@ -194,6 +196,7 @@ class Server:
     ours: bool
     roots: Callable[[], list[int]]  # pids whose process trees are the server
     token: str = ""
+    multipart: bool = False  # ours: uploads as a multipart form instead of the raw file
 
 
 @contextmanager
@@ -237,12 +240,12 @@ def running_orthanc(*, port: int) -> Iterator[Server]:
 
 
 @contextmanager
-def running_ours(*, database: str) -> Iterator[Server]:
+def running_ours(*, database: str, multipart: bool) -> Iterator[Server]:
     port = free_port()
     with running_service(port=port, database=database) as service:
         name = "ours SQLite" if database == "sqlite" else "ours PG"
         roots = [service.process.pid] + ([service.database_pid] if service.database_pid else [])
-        yield Server(name, port, ours=True, roots=lambda: roots, token=service.token)
+        yield Server(name, port, ours=True, roots=lambda: roots, token=service.token, multipart=multipart)
 
 
 # --- /proc -----------------------------------------------------------------------------------------
@@ -420,11 +423,19 @@ DEID_NO_SCAN = {"accept_burned_in_annotation": True}
 
 
 def upload_call(server: Server, payload: bytes, *, deid: dict[str, bool] | None = None) -> Call:
-    """Orthanc: the raw file; ours: multipart, ``anonymize=true`` with ``deid``'s options if given."""
+    """Orthanc and ours: the raw file (ours: the fields as query parameters), or for ours with
+    ``--ours-body multipart`` a form; ``anonymize=true`` with ``deid``'s options if given."""
     if not server.ours:
         return Call("POST", "/instances", (payload,), (("Content-Type", "application/dicom"),))
     fields = {"study_type": "bench", "anonymize": "false" if deid is None else "true"}
     fields |= {name: str(value).lower() for name, value in (deid or {}).items()}
+    if not server.multipart:
+        return Call(
+            "POST",
+            f"/api/dicom/upload?{urlencode(fields)}",
+            (payload,),
+            (("Authorization", f"Token {server.token}"), ("Content-Type", "application/dicom")),
+        )
     head = "".join(
         f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
         for name, value in fields.items()
@@ -616,7 +627,8 @@ def big_upload(server: Server, path: Path) -> dict:
     sampler = threading.Thread(target=sample)
     sampler.start()
     call = upload_call(server, b"")
-    head, tail = (call.body[0], call.body[2]) if server.ours else (b"", b"")
+    # The file's bytes are sent from disk between what comes before and after them (a form's parts).
+    head, tail = (call.body[0], call.body[2]) if len(call.body) == 3 else (b"", b"")
     client = Client(server.port)
     client.connect()
     conn = client.conn
@@ -919,6 +931,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--big-mb", type=int, help="the big upload's size, 0 skips it (default 1000; --quick 100)"
     )
+    parser.add_argument(
+        "--ours-body",
+        choices=("raw", "multipart"),
+        default="raw",
+        help="how ours receives uploads: the raw file as Orthanc does (default), or a multipart form "
+        "(the only form before the raw upload existed)",
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run of about a minute")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
@@ -971,14 +990,15 @@ def main() -> None:
     print(
         f"{args.rounds} round(s); per round and server: {args.small} small files per ingest in studies of "
         f"{args.study_size}, {args.large} x 5 MB per ingest, {args.deid} sync de-identifications per "
-        f"variant; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start",
+        f"variant; ours receives uploads {'as multipart forms' if args.ours_body == 'multipart' else 'raw'}; "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start",
         flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="bench-compare-") as work, ExitStack() as stack:
         templates = build_templates(Path(work))
         servers = [
-            stack.enter_context(running_ours(database="sqlite")),
-            stack.enter_context(running_ours(database="postgres")),
+            stack.enter_context(running_ours(database="sqlite", multipart=args.ours_body == "multipart")),
+            stack.enter_context(running_ours(database="postgres", multipart=args.ours_body == "multipart")),
             stack.enter_context(running_orthanc(port=free_port())),
         ]
         bench = Bench(servers, args, templates)
