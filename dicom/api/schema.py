@@ -144,7 +144,8 @@ _RAW_UPLOAD_PARAMETERS = [
         OpenApiTypes.BOOL if name != "study_type" else OpenApiTypes.STR,
         OpenApiParameter.QUERY,
         required=False,
-        description=f"with an application/dicom body only: the form field {name}",
+        description=f"the field {name}: here with an application/dicom body; here or in the form with a "
+        "multipart one",
     )
     for name in ("anonymize", "study_type", *OPTION_NAMES)
 ]
@@ -156,7 +157,7 @@ upload = extend_schema(
     "optionally de-identifies it before anything is stored, and answers its metadata. Nothing is left "
     "behind by a refused upload. The body is either a multipart form (the file and the fields) or the "
     "file itself (`Content-Type: application/dicom`), the fields then as query parameters; the "
-    "answer is the same. With a multipart body those query parameters are refused (400), not ignored.",
+    "answer is the same. With a multipart body the fields may come in the query too (not in both: 400).",
     summary="Upload a DICOM file (optionally de-identified before it is stored)",
     request={"multipart/form-data": UploadRequestSerializer, "application/dicom": OpenApiTypes.BINARY},
     parameters=_RAW_UPLOAD_PARAMETERS,

@@ -4,7 +4,7 @@ import functools
 import io
 
 from django.conf import settings
-from django.http import HttpResponse
+from django.http import HttpResponse, QueryDict
 from rest_framework import viewsets
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
@@ -56,6 +56,23 @@ def audited(action: str):
         return handler
 
     return decorate
+
+
+def _form_and_query(request: Request):
+    """A multipart upload's fields: the form's, and the upload fields of its query string.
+
+    A field in both is sent twice (a 400). Other query parameters are left out, as they always were;
+    a body that is not a form (JSON) is given to the serializer as it is, to be refused there.
+    """
+    data = request.data
+    if not hasattr(data, "getlist"):
+        return data
+    fields = QueryDict(mutable=True)
+    for name in data:
+        fields.setlist(name, data.getlist(name))
+    for name in UPLOAD_FIELDS.intersection(request.query_params):
+        fields.setlist(name, fields.getlist(name) + request.query_params.getlist(name))
+    return fields
 
 
 def _media_type(request: Request) -> str:
@@ -113,14 +130,7 @@ class DicomViewSet(viewsets.ViewSet):
             # DRF gives no stream for an empty body: an empty file, refused by validation as such.
             upload = getattr(request, "staged_upload", None) or stage_stream(request.stream or io.BytesIO())
         else:
-            misplaced = sorted(UPLOAD_FIELDS.intersection(request.query_params))
-            if misplaced:
-                # Ignored, they could let a client believe its file was de-identified.
-                raise ParseError(
-                    f"query parameter(s) {', '.join(misplaced)} are read only with an application/dicom "
-                    "body; with a multipart body send them as form fields"
-                )
-            serializer = UploadSerializer(data=request.data)
+            serializer = UploadSerializer(data=_form_and_query(request))
             serializer.is_valid(raise_exception=True)
             data = serializer.validated_data
             upload = data["file"]

@@ -76,7 +76,9 @@ def test_schemathesis_finds_no_server_error_and_no_answer_off_the_schema(embedde
         file_ids=[original, queued.json()["anonymized_file_id"]],
         max_examples=30,
         report=report,
-        extra=("--seed", "20261201", "--workers", "2"),
+        # One worker: with two threads, hypothesis's descriptions of filters (ast.parse) hit CPython
+        # 3.11's "AST constructor recursion depth mismatch" race now and then.
+        extra=("--seed", "20261201", "--workers", "1"),
     )
     figures = json.loads(report.read_text())
     print(f"schemathesis: {figures['operations']['tested']} operations, {figures['test_cases']} cases")

@@ -486,9 +486,15 @@ def test_a_raw_body_over_the_limit_is_a_413(api, settings, storage_root):
     assert stored_files(storage_root) == []
 
 
-def test_upload_options_in_the_query_of_a_multipart_upload_are_refused_not_ignored(api, storage_root):
+def test_upload_fields_in_the_query_of_a_multipart_upload_apply_and_one_in_both_is_a_400(api, storage_root):
     with open(CT_SMALL, "rb") as handle:
-        response = api.post("/api/dicom/upload?anonymize=true", {"file": handle}, format="multipart")
+        response = api.post("/api/dicom/upload?anonymize=true&other=1", {"file": handle}, format="multipart")
+    assert response.status_code == 200, response.content
+    assert response.json()["metadata"]["anonymized"] is True
+    with open(CT_SMALL, "rb") as handle:
+        response = api.post(
+            "/api/dicom/upload?anonymize=true", {"file": handle, "anonymize": "false"}, format="multipart"
+        )
     assert response.status_code == 400
-    assert "only with an application/dicom body" in response.json()["detail"]
-    assert DicomFile.objects.count() == 0 and stored_files(storage_root) == []
+    assert "sent more than once: anonymize" in response.json()["detail"]
+    assert DicomFile.objects.count() == 1 and len(stored_files(storage_root)) == 1
