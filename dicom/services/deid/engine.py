@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import io
 import logging
 import os
+import stat
 import traceback
 from collections import Counter
 from dataclasses import dataclass, field
@@ -130,6 +132,9 @@ DIRECTORY_RECORD_KEYS: dict[str, tuple[tuple[int, str, str], ...]] = {
 }
 # Deflated Explicit VR LE and the two JPIP "Referenced Deflate" syntaxes: the whole dataset is one
 # zlib stream, so there is no pixel data at a file offset to copy.
+# A source file up to this size is read in one call and de-identified from memory (the pixel copy's
+# chunk size: the memory bound of the streamed path).
+WHOLE_READ_SIZE = 1024 * 1024
 DEFLATED_SYNTAXES = frozenset({"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.95", "1.2.840.10008.1.2.4.205"})
 
 
@@ -722,10 +727,33 @@ def deidentify_file(
     if isinstance(source, str | os.PathLike):
         # A source that cannot be opened is the caller's storage problem, not bad DICOM: OSError.
         with open(os.fspath(source), "rb") as fp:
-            return _guarded(_deidentify_stream, fp, destination, options=options, key=key)
+            return _guarded(
+                _deidentify_stream, _small_file_in_memory(fp), destination, options=options, key=key
+            )
     if all(hasattr(source, name) for name in ("read", "seek", "tell")):
         return _guarded(_deidentify_stream, source, destination, options=options, key=key)
     return _guarded(_deidentify_in_memory, source, destination, options=options, key=key)
+
+
+def _small_file_in_memory(fp: BinaryIO) -> BinaryIO:
+    """A regular file of at most :data:`WHOLE_READ_SIZE` as one in-memory buffer, else ``fp`` itself.
+
+    pydicom reads a header in many small reads and the pixel copy seeks back and forth: on a small
+    file they cost more than the file. One read of the same bytes gives the same output; a larger
+    file is streamed from disk as before, so memory stays bounded by this size.
+    """
+    try:
+        status = os.fstat(fp.fileno())
+        if not stat.S_ISREG(status.st_mode) or status.st_size > WHOLE_READ_SIZE:
+            return fp
+        data = fp.read(WHOLE_READ_SIZE + 1)
+    except (OSError, AttributeError, io.UnsupportedOperation):
+        fp.seek(0)
+        return fp
+    if len(data) > WHOLE_READ_SIZE:  # it grew since fstat: stream it
+        fp.seek(0)
+        return fp
+    return io.BytesIO(data)
 
 
 def _guarded(

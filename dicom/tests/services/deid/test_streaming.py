@@ -282,3 +282,21 @@ def test_clean_pixel_data_on_a_200_mb_file_decodes_and_writes_one_frame_at_a_tim
             # which is the frame's one value: the file's bytes are unchanged everywhere.
             assert frame == value * (frame_bytes // 2)
     assert header.BurnedInAnnotation == "NO" and header.NumberOfFrames == frames
+
+
+@pytest.mark.parametrize("path", accepted_test_files(), ids=lambda path: Path(path).name)
+def test_a_small_file_read_whole_gives_what_streaming_it_from_disk_gives(path, tmp_path):
+    # A path of at most 1 MiB is read in one call and de-identified from memory; an open file is
+    # streamed from disk, pixel data copied in chunks. Same bytes out, or the same refusal.
+    from_memory, from_disk = tmp_path / "memory.dcm", tmp_path / "disk.dcm"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            deidentify_file(path, from_memory, options=OPTIONS, key=KEY)
+        except DicomServiceError as exc:
+            with open(path, "rb") as fp, pytest.raises(type(exc)):
+                deidentify_file(fp, from_disk, options=OPTIONS, key=KEY)
+            return
+        with open(path, "rb") as fp:
+            deidentify_file(fp, from_disk, options=OPTIONS, key=KEY)
+    assert from_memory.read_bytes() == from_disk.read_bytes()
