@@ -70,7 +70,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode
 
-from service import ROOT, free_port, running_service
+from service import ROOT, free_port, running_service, wait_until_answers
 
 ORTHANC = "/usr/sbin/Orthanc"
 ORTHANC_JOBS_KEPT = 10
@@ -223,16 +223,9 @@ def running_orthanc(*, port: int) -> Iterator[Server]:
                 start_new_session=True,
             )
         try:
-            for _ in range(150):
-                if process.poll() is not None:
-                    raise RuntimeError(f"Orthanc exited: {(Path(work) / 'orthanc.log').read_text()[-2000:]}")
-                try:
-                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                    conn.request("GET", "/system")
-                    conn.getresponse().read()
-                    break
-                except OSError:
-                    time.sleep(0.2)
+            wait_until_answers(port, "/system", alive=lambda: process.poll() is None)
+            if process.poll() is not None:
+                raise RuntimeError(f"Orthanc exited: {(Path(work) / 'orthanc.log').read_text()[-2000:]}")
             yield Server("Orthanc", port, ours=False, roots=lambda: [process.pid])
         finally:
             process.terminate()

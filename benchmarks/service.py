@@ -45,6 +45,21 @@ class Service:
         return result.stdout.strip().splitlines()[-1]
 
 
+def wait_until_answers(port: int, path: str, *, alive=lambda: True, tries: int = 150) -> None:
+    """Wait (0.2 s between tries) until ``GET path`` on loopback ``port`` gets an answer, or
+    ``alive()`` turns false (the server exited: the caller says why), or the tries run out."""
+    for _ in range(tries):
+        if not alive():
+            return
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", path)
+            conn.getresponse().read()
+            return
+        except OSError:
+            time.sleep(0.2)
+
+
 def free_port() -> int:
     """A loopback TCP port nobody listens on now."""
     with socket.socket() as probe:
@@ -103,14 +118,7 @@ def running_service(*, port: int, database: str = "sqlite") -> Iterator[Service]
                 "from django.contrib.auth.models import User; from rest_framework.authtoken.models import Token;"
                 f"print(Token.objects.create(user=User.objects.create_user('bench-{uuid.uuid4().hex[:6]}')).key)",
             )
-            for _ in range(150):
-                try:
-                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                    conn.request("GET", "/healthz")
-                    conn.getresponse().read()
-                    break
-                except OSError:
-                    time.sleep(0.2)
+            wait_until_answers(port, "/healthz")
             yield service
         finally:
             os.killpg(process.pid, signal.SIGINT)
