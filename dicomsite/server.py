@@ -200,13 +200,20 @@ class BoundedASGIHandler(ASGIHandler):
                 await send({"type": "http.response.body", "body": b"".join(blocks)})
                 return
             response, iterator = rest
+            # A client that goes away mid-download stops the reading (uvicorn drops what is sent
+            # after a disconnect without a word, so the loop would read the whole file for nobody).
+            gone = asyncio.create_task(receive())
             try:
                 for block in blocks:
                     await send({"type": "http.response.body", "body": block, "more_body": True})
-                while (block := await loop.run_in_executor(self._pool, next, iterator, _END)) is not _END:
+                while (
+                    not gone.done()
+                    and (block := await loop.run_in_executor(self._pool, next, iterator, _END)) is not _END
+                ):
                     await send({"type": "http.response.body", "body": block, "more_body": True})
                 await send({"type": "http.response.body"})
             finally:
+                gone.cancel()
                 await loop.run_in_executor(self._pool, response.close)
         finally:
             body_file.close()
