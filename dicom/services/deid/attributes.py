@@ -250,7 +250,8 @@ def find_identifier(text: str, identifiers: tuple[str, ...]) -> str | None:
     return None
 
 
-@lru_cache(maxsize=4096)
+# Not cached here: the identifiers are patient data, and a cache would keep them for the process's
+# life (Python's own bounded cache of compiled patterns still holds the last few hundred).
 def _identifier_pattern(ident: str) -> re.Pattern[str]:
     before = r"(?<![^\W_])" if ident[0].isalnum() else ""
     after = r"(?![^\W_])" if ident[-1].isalnum() else ""
