@@ -489,17 +489,19 @@ def _running_job_of(topology: Topology, pid: int) -> bool:
 
 
 def _admin_tour(admin: Admin, webs: list[Web], users: dict, file_id: str) -> int:
-    """Log in through one server, list and open a file through the other; return the pages seen."""
+    """Log in through one server, list, find and open a file through the other; return the pages seen."""
     admin.login(webs[0], "topology-staff", users["staff_password"])
     listing = admin.get(webs[-1], "/admin/dicom/dicomfile/")
     assert listing.status == 200, listing.status
-    assert file_id.encode() in listing.body
+    # Found by its id: the clients go on uploading, and the first page holds only the newest 50.
+    found = admin.get(webs[-1], f"/admin/dicom/dicomfile/?q={file_id}")
+    assert found.status == 200 and file_id.encode() in found.body, found.status
     page = admin.get(webs[-1], f"/admin/dicom/dicomfile/{file_id}/change/")
     assert page.status == 200, page.status
     assert b"Topology^Patient" in page.body  # a superuser sees the original's patient data
     preview = admin.get(webs[0], f"/dicom/files/{file_id}/preview/thumb.png")
     assert preview.status == 200 and preview.body.startswith(b"\x89PNG"), preview.status
-    return 4
+    return 5
 
 
 PREVIEW_KEY = re.compile(r"^previews/[0-9a-f]{2}/([0-9a-f-]{36})-[a-z]+\.png$")
