@@ -21,38 +21,23 @@ import time
 from pathlib import Path
 
 from pydicom.data import get_testdata_file
-from service import running_service
+from service import HERE, running_service
 
-ROOT = Path(__file__).resolve().parent.parent
-BOUNDARY = "----benchboundary7d0a1f"
-
-
-def multipart_head(fields: dict[str, str], filename: str) -> bytes:
-    parts = []
-    for name, value in fields.items():
-        parts.append(f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n')
-    parts.append(
-        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
-        "Content-Type: application/dicom\r\n\r\n"
-    )
-    return "".join(parts).encode()
-
-
-TAIL = f"\r\n--{BOUNDARY}--\r\n".encode()
+sys.path.insert(0, str(HERE))
+from dicom.tests.multipart import CONTENT_TYPE, TAIL, multipart, multipart_head
 
 
 def post_file(
     conn: http.client.HTTPConnection, token: str, payload: bytes, fields: dict[str, str] | None = None
 ) -> int:
-    head = multipart_head({"study_type": "ct", **(fields or {})}, "ct.dcm")
-    body = head + payload + TAIL
+    body = multipart(payload, study_type="ct", **(fields or {}))
     conn.request(
         "POST",
         "/api/dicom/upload",
         body=body,
         headers={
             "Authorization": f"Token {token}",
-            "Content-Type": f"multipart/form-data; boundary={BOUNDARY}",
+            "Content-Type": CONTENT_TYPE,
         },
     )
     response = conn.getresponse()
@@ -161,12 +146,12 @@ def write_big_dicom(path: Path, megabytes: int) -> None:
 
 
 def stream_upload(port: int, token: str, path: Path) -> int:
-    head = multipart_head({"study_type": "big"}, "big.dcm")
+    head = multipart_head(study_type="big")
     size = len(head) + path.stat().st_size + len(TAIL)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     conn.putrequest("POST", "/api/dicom/upload")
     conn.putheader("Authorization", f"Token {token}")
-    conn.putheader("Content-Type", f"multipart/form-data; boundary={BOUNDARY}")
+    conn.putheader("Content-Type", CONTENT_TYPE)
     conn.putheader("Content-Length", str(size))
     conn.endheaders()
     conn.send(head)

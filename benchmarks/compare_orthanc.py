@@ -70,14 +70,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode
 
-from service import ROOT, free_port, running_service, wait_until_answers
+from service import HERE, ROOT, free_port, running_service, wait_until_answers
+
+sys.path.insert(0, str(HERE))
+from dicom.tests.multipart import CONTENT_TYPE, TAIL, multipart_head
 
 ORTHANC = "/usr/sbin/Orthanc"
 ORTHANC_JOBS_KEPT = 10
 # Set in the re-run inside the network namespace.
 IN_NAMESPACE = "COMPARE_ORTHANC_NETNS"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-BOUNDARY = "----compareorthanc5c1f0b"
 SERVERS = ("ours SQLite", "ours PG", "Orthanc")
 
 
@@ -429,22 +431,11 @@ def upload_call(server: Server, payload: bytes, *, deid: dict[str, bool] | None 
             (payload,),
             (("Authorization", f"Token {server.token}"), ("Content-Type", "application/dicom")),
         )
-    head = "".join(
-        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
-        for name, value in fields.items()
-    )
-    head += (
-        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="bench.dcm"\r\n'
-        "Content-Type: application/dicom\r\n\r\n"
-    )
     return Call(
         "POST",
         "/api/dicom/upload",
-        (head.encode(), payload, f"\r\n--{BOUNDARY}--\r\n".encode()),
-        (
-            ("Authorization", f"Token {server.token}"),
-            ("Content-Type", f"multipart/form-data; boundary={BOUNDARY}"),
-        ),
+        (multipart_head(**fields), payload, TAIL),
+        (("Authorization", f"Token {server.token}"), ("Content-Type", CONTENT_TYPE)),
     )
 
 

@@ -36,13 +36,15 @@ from pathlib import Path
 from pydicom.data import get_testdata_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from service import running_service
+from service import HERE, running_service
+
+sys.path.insert(0, str(HERE))
+from dicom.tests.multipart import CONTENT_TYPE, multipart
 
 ROOT = Path(__file__).resolve().parent.parent
 PY_SPY = str(ROOT / ".venv/bin/py-spy")
 RATE = 1000  # py-spy samples per second
 PAYLOAD = Path(get_testdata_file("CT_small.dcm")).read_bytes()
-BOUNDARY = "----profileboundary"
 
 # (stage, pattern on "function (path)"). Parts of a stage, wherever they are in the stack:
 PART_STAGES = [
@@ -165,15 +167,7 @@ class Client:
         return self.call("POST", f"/api/dicom/upload{query}", PAYLOAD, "application/dicom")
 
     def multipart_upload(self) -> dict:
-        body = (
-            (
-                f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="ct.dcm"\r\n'
-                "Content-Type: application/dicom\r\n\r\n"
-            ).encode()
-            + PAYLOAD
-            + f"\r\n--{BOUNDARY}--\r\n".encode()
-        )
-        return self.call("POST", "/api/dicom/upload", body, f"multipart/form-data; boundary={BOUNDARY}")
+        return self.call("POST", "/api/dicom/upload", multipart(PAYLOAD), CONTENT_TYPE)
 
 
 def sample(pid: int, seconds: float, output: Path) -> subprocess.Popen:
