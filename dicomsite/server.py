@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import itertools
 import json
 import logging
 import time
@@ -236,10 +237,8 @@ class BoundedASGIHandler(ASGIHandler):
             finally:
                 response.close()
         iterator = iter(response.streaming_content)
-        first = next(iterator, _END)
-        second = next(iterator, _END) if first is not _END else _END
-        blocks = [block for block in (first, second) if block is not _END]
-        if second is _END:  # a file smaller than a block: sent at once, closed now
+        blocks = list(itertools.islice(iterator, 2))  # a second block: there is more to come
+        if len(blocks) < 2:  # a file of one block: sent at once, closed now
             response.close()
             return response.status_code, headers, blocks, None
         return response.status_code, headers, blocks, (response, iterator)

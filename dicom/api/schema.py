@@ -138,7 +138,7 @@ _BAD_FORM = "a field that is invalid, unknown or sent twice; both options of an 
 _UNSUPPORTED = "a body in a media type the endpoint does not read"
 _CSRF = "a session without its CSRF token"
 
-_RAW_UPLOAD_PARAMETERS = [
+_UPLOAD_QUERY_PARAMETERS = [
     OpenApiParameter(
         name,
         OpenApiTypes.BOOL if name != "study_type" else OpenApiTypes.STR,
@@ -160,7 +160,7 @@ upload = extend_schema(
     "answer is the same. With a multipart body the fields may come in the query too (not in both: 400).",
     summary="Upload a DICOM file (optionally de-identified before it is stored)",
     request={"multipart/form-data": UploadRequestSerializer, "application/dicom": OpenApiTypes.BINARY},
-    parameters=_RAW_UPLOAD_PARAMETERS,
+    parameters=_UPLOAD_QUERY_PARAMETERS,
     responses={
         200: UploadResponseSerializer,
         **_errors(

@@ -121,19 +121,21 @@ class DicomViewSet(viewsets.ViewSet):
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
         if declared > settings.DICOM_MAX_UPLOAD_SIZE + 64 * 1024:
             raise too_large_error()
-        if _media_type(request) == "application/dicom":
-            # The body is the file; the fields come as query parameters. The web server staged it
-            # as it arrived (dicomsite.server); under WSGI it is staged here.
+        raw = _media_type(request) == "application/dicom"
+        # A raw body is the file, its fields the query parameters; a form has both, and may have
+        # its fields in the query too.
+        if raw:
             serializer = RawUploadSerializer(data=request.query_params)
-            serializer.is_valid(raise_exception=True)
-            data = serializer.validated_data
-            # DRF gives no stream for an empty body: an empty file, refused by validation as such.
-            upload = getattr(request, "staged_upload", None) or stage_stream(request.stream or io.BytesIO())
         else:
             serializer = UploadSerializer(data=_form_and_query(request))
-            serializer.is_valid(raise_exception=True)
-            data = serializer.validated_data
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        if not raw:
             upload = data["file"]
+        else:
+            # Staged by the web server as it arrived (dicomsite.server); under WSGI, here. DRF gives
+            # no stream for an empty body: an empty file, refused by validation as such.
+            upload = getattr(request, "staged_upload", None) or stage_stream(request.stream or io.BytesIO())
         if not isinstance(upload, StagedUpload):
             raise InvalidDicomError("the upload was not received as a file")
         dicom_file = ingest_file(
