@@ -14,19 +14,13 @@ from pathlib import Path
 import boto3
 import pytest
 from django.test import Client
-from moto.server import ThreadedMotoServer
 
 from audit.models import AuditLog
 from dicom.services.health import CHECK_TIMEOUT_SECONDS
+from dicom.tests.conftest import free_port
 
 PROJECT = Path(__file__).resolve().parents[2]
 CHECKS = {"database", "storage", "job_queue"}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -168,15 +162,6 @@ def test_readyz_503_names_storage_when_the_directory_is_not_writable(probe_clien
     assert response.json()["checks"]["storage"]["status"] == "failed"
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
 @pytest.mark.django_db(transaction=True)
 def test_readyz_checks_the_s3_bucket(probe_client, settings, s3_endpoint):
     client = boto3.client(
@@ -272,7 +257,7 @@ def _probe_in_process(tmp_path: Path, database_url: str) -> list[dict]:
 
 
 def test_readyz_503_names_the_database_when_its_port_is_closed(tmp_path):
-    port = _free_port()  # bound and released: nothing listens there
+    port = free_port()  # bound and released: nothing listens there
     first, _ = _probe_in_process(tmp_path, f"postgres://dicom:secret-password@127.0.0.1:{port}/dicom")
     assert first["status"] == 503
     body = first["body"]

@@ -28,7 +28,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import string
 import subprocess
 import sys
@@ -47,6 +46,8 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
+from dicom.tests.commands.conftest import wait_for
+from dicom.tests.conftest import free_port
 from dicom.tests.multipart import CONTENT_TYPE, multipart
 
 pytestmark = pytest.mark.slow
@@ -61,24 +62,9 @@ JOB_DELAY_MS = 300
 CLIENT_THREADS = 4
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _secret(length: int) -> str:
     alphabet = string.ascii_letters + string.digits + "!#%&()*+,-./:;<=>?@[]^_{|}~"
     return "".join(secrets.choice(alphabet) for _ in range(length))
-
-
-def _wait_for(predicate, *, timeout: float, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def _sha256(data: bytes) -> str:
@@ -197,7 +183,7 @@ class Topology:
 
     def __init__(self, tmp_path: Path) -> None:
         self.tmp = tmp_path
-        self.pg_port, self.s3_port = _free_port(), _free_port()
+        self.pg_port, self.s3_port = free_port(), free_port()
         self.pg_dir = Path(f"/tmp/dicom-topology-pg-{self.pg_port}")  # the postgres user must reach it
         self.groups: list[subprocess.Popen] = []
         self.logs: dict[str, Path] = {}
@@ -343,7 +329,7 @@ def _start_everything(topology: Topology) -> tuple[list[Web], list[subprocess.Po
         except Exception:  # the server is still starting
             return False
 
-    assert _wait_for(bucket_made, timeout=30, interval=0.2), topology.output("s3")
+    assert wait_for(bucket_made, timeout=30, interval=0.2), topology.output("s3")
 
     topology.manage("migrate", "--noinput", "-v", "0")
     users = {
@@ -363,7 +349,7 @@ def _start_everything(topology: Topology) -> tuple[list[Web], list[subprocess.Po
 
     webs = []
     for name in ("web-a", "web-b"):
-        port = _free_port()
+        port = free_port()
         process = topology.start(
             name,
             str(BIN / "gunicorn"),
@@ -383,7 +369,7 @@ def _start_everything(topology: Topology) -> tuple[list[Web], list[subprocess.Po
         for name in ("worker-a", "worker-b")
     ]
     for web in webs:
-        assert _wait_for(lambda web=web: _answers(web), timeout=60, interval=0.2), topology.output(web.name)
+        assert wait_for(lambda web=web: _answers(web), timeout=60, interval=0.2), topology.output(web.name)
     # Production as configured: plain HTTP is sent to HTTPS, HTTPS answers with HSTS.
     plain = webs[0].request("GET", "/api/dicom/upload", https=False)
     assert plain.status == 301 and plain.headers["Location"].startswith("https://"), plain.status
@@ -605,7 +591,7 @@ def _database_outage(topology: Topology, web: Web, token: str, tally: Tally) -> 
             and web.request("GET", f"/api/dicom/status/{original}", headers=auth).status == 200
         )
 
-    assert _wait_for(recovered, timeout=30, interval=0.2), topology.output(web.name)
+    assert wait_for(recovered, timeout=30, interval=0.2), topology.output(web.name)
     assert bad == [], "during the database outage:\n" + "\n".join(sorted(set(bad)))
     return {
         "seconds": resumed - paused,
@@ -636,8 +622,8 @@ def _drive(topology: Topology) -> None:
     try:
         futures = [pool.submit(clients.run) for _ in range(CLIENT_THREADS)]
         # A worker killed with a job in its hands: the job must still complete, once.
-        assert _wait_for(lambda: len(tally.uploads) >= 6, timeout=60), (tally.errors, topology.all_output())
-        assert _wait_for(lambda: _running_job_of(topology, worker_a.pid), timeout=30, interval=0.02)
+        assert wait_for(lambda: len(tally.uploads) >= 6, timeout=60), (tally.errors, topology.all_output())
+        assert wait_for(lambda: _running_job_of(topology, worker_a.pid), timeout=30, interval=0.02)
         topology.kill(worker_a)
         kills.append("db_worker (SIGKILL, mid-job)")
         # The admin through both servers while the clients go on.
@@ -661,7 +647,7 @@ def _drive(topology: Topology) -> None:
     def drained() -> bool:
         return topology.query("SELECT count(*) FROM dicom_dicomfile WHERE status = 'processing'")[0][0] == 0
 
-    assert _wait_for(drained, timeout=60, interval=0.3), "jobs left processing"
+    assert wait_for(drained, timeout=60, interval=0.3), "jobs left processing"
     assert web_a.process.poll() is None, "the surviving web server stopped"
     # What a restart of the killed server does first (as make run does): an upload killed between
     # storing its object and committing its row left an object without a row; this removes it.
@@ -679,7 +665,7 @@ def _drive(topology: Topology) -> None:
     after = Clients([web_a], users["token"], tally)
     after.round(10_000, web_a, web_a)
     assert tally.errors == [], tally.errors
-    assert _wait_for(drained, timeout=30, interval=0.3), topology.output("worker-b")
+    assert wait_for(drained, timeout=30, interval=0.3), topology.output("worker-b")
     _check_files_jobs_and_bucket(topology, web_a, users["token"], tally)
 
     verify = topology.manage("verify_audit", check=False)

@@ -11,7 +11,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import sys
 import uuid
 from pathlib import Path
@@ -29,6 +28,7 @@ from dicom.services.anonymization import request_anonymization
 from dicom.services.deid import DeidOptions
 from dicom.services.ingest import IngestRequest, ingest_file
 from dicom.tests.commands.conftest import wait_for
+from dicom.tests.conftest import free_port
 from dicom.tests.services.dicom_builders import write_native_image
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -37,12 +37,6 @@ BOUNDARY = "kill-test-boundary"
 WORKER = ("db_worker", "--no-reload", "--no-startup-delay", "--interval", "0.1")
 # 100 frames of 1024 x 1024 16-bit pixels: a 200 MB image (written sparse, so it costs no disk).
 LARGE = {"rows": 1024, "columns": 1024, "frames": 100}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _children(pid: int) -> list[int]:
@@ -207,7 +201,7 @@ def _begin_upload(server: Server, path: Path, *, anonymize: bool, send: int) -> 
 @pytest.fixture
 def server(processes, user) -> Server:
     token = Token.objects.create(user=user)
-    running = Server(processes, port=_free_port(), token=token.key)
+    running = Server(processes, port=free_port(), token=token.key)
     running.start()
     return running
 

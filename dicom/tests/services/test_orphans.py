@@ -10,7 +10,7 @@ from django.core.files.storage import default_storage
 from dicom.services import storage
 from dicom.services.orphans import sweep_orphaned_objects
 from dicom.tests.factories import DicomFileFactory
-from dicom.tests.services.test_storage_s3 import keys, s3_bucket, s3_endpoint  # noqa: F401 (fixtures)
+from dicom.tests.services.test_storage_s3 import keys, s3_bucket  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.django_db
 

@@ -1,11 +1,9 @@
 """The S3 path of storage against a real S3-compatible HTTP server on loopback (moto's server mode)."""
 
-import socket
 from pathlib import Path
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 from pydicom.data import get_testdata_file
 
 from dicom.models import DicomFile
@@ -15,21 +13,6 @@ pytestmark = pytest.mark.django_db
 
 CT_SMALL = get_testdata_file("CT_small.dcm")
 BUCKET = "dicom-test"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 @pytest.fixture
