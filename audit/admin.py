@@ -20,6 +20,7 @@ CSV_COLUMNS = (
     "reason",
     "request_id",
     "count",
+    "targets",
 )
 
 
@@ -35,6 +36,14 @@ def _safe_cell(value: object) -> object:
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
         return "'" + value
     return "" if value is None else value
+
+
+def _csv_value(value: object) -> object:
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, list):  # targets
+        return " ".join(str(item) for item in value)
+    return value
 
 
 def csv_response(rows: Iterable[Iterable[object]], *, filename: str) -> StreamingHttpResponse:
@@ -59,7 +68,7 @@ class AuditLogAdmin(admin.ModelAdmin):
     """
 
     # The export's columns, less the request id (which only matters to join rows of one request).
-    list_display = tuple(column for column in CSV_COLUMNS if column != "request_id")
+    list_display = tuple(column for column in CSV_COLUMNS if column not in ("request_id", "targets"))
     list_filter = ("action", "success", "user", "timestamp")
     search_fields = ("username", "=file_id")
     search_help_text = "Username, or an exact file id."
@@ -105,4 +114,4 @@ class AuditLogAdmin(admin.ModelAdmin):
     def _rows(queryset) -> Iterator[list]:
         yield list(CSV_COLUMNS)
         for row in queryset.values_list(*CSV_COLUMNS).iterator(chunk_size=5000):
-            yield [value.isoformat() if hasattr(value, "isoformat") else value for value in row]
+            yield [_csv_value(value) for value in row]

@@ -40,6 +40,11 @@ HASHED_FIELDS = (
     "request_id",
     "count",
 )
+# Fields added after v1, hashed only when they hold something, so rows written before them keep
+# their hashes: ``targets``, the studies, series and instances a request touched (DICOMweb).
+OPTIONAL_FIELDS = ("targets",)
+# Every field :func:`row_digest` reads.
+DIGEST_FIELDS = HASHED_FIELDS + OPTIONAL_FIELDS
 # One number for the advisory lock every writer takes (PostgreSQL): "audi" "t" in ASCII.
 LOCK_KEY = 0x61756469_74
 
@@ -53,8 +58,14 @@ def _plain(value):
 
 
 def row_digest(prev_hash: str, fields: dict) -> str:
-    """The hash of one row: ``prev_hash`` and the row's :data:`HASHED_FIELDS`, as JSON, in SHA-256."""
+    """The hash of one row: ``prev_hash`` and the row's :data:`HASHED_FIELDS`, as JSON, in SHA-256.
+
+    An optional field that holds something (:data:`OPTIONAL_FIELDS`) follows them, named.
+    """
     payload = [FORMAT, prev_hash, *(_plain(fields[name]) for name in HASHED_FIELDS)]
+    for name in OPTIONAL_FIELDS:
+        if fields.get(name):
+            payload.extend([name, fields[name]])
     encoded = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     return hashlib.sha256(encoded).hexdigest()
 

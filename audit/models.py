@@ -16,6 +16,8 @@ class AuditLog(models.Model):
     nowhere) and as a copied username, which is what the row says. ``reason`` is a short, PHI-free
     text (what went wrong, never a value). ``count`` is how many events the row stands for: 1,
     except for the refusals of unauthenticated requests, tallied per client address and minute.
+    ``targets`` names the studies, series and instances a request touched when there are several
+    (UIDs only, never a value read from a file).
     """
 
     class Action(models.TextChoices):
@@ -24,6 +26,7 @@ class AuditLog(models.Model):
         ANONYMIZE = "anonymize", "Anonymize"
         DOWNLOAD = "download", "Download"
         STATUS = "status", "Status"
+        SEARCH = "search", "Search"
         PREVIEW = "preview", "Preview"
         VIEW = "view", "View"
         BULK_ANONYMIZE = "bulk_anonymize", "Bulk anonymize"
@@ -52,6 +55,9 @@ class AuditLog(models.Model):
     reason = models.CharField(max_length=255, blank=True)
     request_id = models.UUIDField(default=uuid.uuid4, editable=False)
     count = models.PositiveIntegerField(default=1)
+    # What a request touched beyond one file: "study:<uid>", "series:<uid>", "instance:<uid>" (the
+    # DICOMweb and DIMSE entry points name every study, series or instance they answered with).
+    targets = models.JSONField(default=list, blank=True, editable=False)
     prev_hash = models.CharField(max_length=64, editable=False)
     row_hash = models.CharField(max_length=64, editable=False)
 

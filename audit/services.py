@@ -85,6 +85,7 @@ def entry(
     reason: str = "",
     count: int = 1,
     timestamp: datetime | None = None,
+    targets: Iterable[str] = (),
 ) -> AuditLog:
     """Build (without saving) one audit row; ``reason`` must be PHI-free and is cut to its column."""
     user = actor.user if actor.authenticated else None
@@ -101,11 +102,12 @@ def entry(
         reason=reason[:_REASON_MAX],
         request_id=actor.request_id,
         count=count,
+        targets=list(targets),
     )
 
 
 def _hashed_fields(row: AuditLog) -> dict:
-    return {name: getattr(row, name) for name in chain.HASHED_FIELDS}
+    return {name: getattr(row, name) for name in chain.DIGEST_FIELDS}
 
 
 def _write(rows: list[AuditLog]) -> None:
@@ -150,6 +152,19 @@ class Operation:
     describe: Describe | None = None
     outcome: str = "open"  # open, recorded, refused, discarded
     committed: bool = False
+    targets: list[str] = field(default_factory=list)
+
+    def touch(
+        self, *, studies: Iterable[str] = (), series: Iterable[str] = (), instances: Iterable[str] = ()
+    ):
+        """Name studies, series and instances (by UID) the operation touched, for its row's ``targets``."""
+        seen = set(self.targets)
+        for kind, uids in (("study", studies), ("series", series), ("instance", instances)):
+            for uid in uids:
+                target = f"{kind}:{uid}"
+                if target not in seen:
+                    seen.add(target)
+                    self.targets.append(target)
 
     def succeed(self, *, file_id: uuid.UUID | str | None = None, reason: str | None = None) -> None:
         """Write the success row now, inside the caller's transaction (one commit for the change and its row)."""
@@ -182,6 +197,7 @@ class Operation:
             file_id=self.file_id,
             status_code=self.status_code,
             reason=self.reason,
+            targets=self.targets,
         )
 
 
@@ -219,14 +235,21 @@ def operation(
         if op.outcome == "discarded" or (op.outcome == "recorded" and op.committed):
             raise
         status, reason = (describe or describe_failure)(error)
-        _record_failure(op.actor, action=action, file_id=op.file_id, status_code=status, reason=reason)
+        _record_failure(
+            op.actor, action=action, file_id=op.file_id, status_code=status, reason=reason, targets=op.targets
+        )
         raise
     _open_operations.reset(token)
     if op.outcome == "open":
         _write([op._row(success=True)])
     elif op.outcome == "refused":
         _record_failure(
-            op.actor, action=action, file_id=op.file_id, status_code=op.status_code, reason=op.reason
+            op.actor,
+            action=action,
+            file_id=op.file_id,
+            status_code=op.status_code,
+            reason=op.reason,
+            targets=op.targets,
         )
 
 
@@ -243,7 +266,9 @@ def refused(
     _record_failure(actor, action=action, file_id=file_id, status_code=status, reason=reason)
 
 
-def _record_failure(actor: Actor, *, action: str, file_id, status_code: int | None, reason: str) -> None:
+def _record_failure(
+    actor: Actor, *, action: str, file_id, status_code: int | None, reason: str, targets: Iterable[str] = ()
+) -> None:
     if actor.authenticated:
         _write(
             [
@@ -254,6 +279,7 @@ def _record_failure(actor: Actor, *, action: str, file_id, status_code: int | No
                     file_id=file_id,
                     status_code=status_code,
                     reason=reason,
+                    targets=targets,
                 )
             ]
         )

@@ -86,6 +86,7 @@ def test_an_empty_trail_verifies():
         {"file_id": "9a5b2c38-5bd4-4b37-9e56-d0c6c1e3a5a0"},
         {"client_address": "10.9.9.9"},
         {"count": 7},
+        {"targets": ["study:1.2.3"]},
     ],
 )
 def test_an_edited_row_is_named(user, trigger_bypassed, change):

@@ -41,7 +41,7 @@ class Command(BaseCommand):
         with transaction.atomic():
             rows = (
                 AuditLog.objects.order_by("id")
-                .values("id", "prev_hash", "row_hash", *chain.HASHED_FIELDS)
+                .values("id", "prev_hash", "row_hash", *chain.DIGEST_FIELDS)
                 .iterator(chunk_size=5000)
             )
             try:
