@@ -76,6 +76,7 @@ INSTALLED_APPS = [
     # of abandoned jobs) is the one `manage.py db_worker` runs.
     "audit",
     "dicom",
+    "dicomweb",
     "django_tasks_db",
 ]
 

@@ -1,0 +1,82 @@
+"""What every DICOMweb view shares: the API's authentication, the one access rule, one audit row.
+
+A DICOMweb request is authenticated exactly as an API request (a token, or a staff member's
+session), refused requests are audited as the API audits them, and each request is one audited
+operation (``audit.services.operation``) whose row names the studies, series and instances it
+answered with (``Operation.touch``). Errors answer ``{"detail": "..."}`` as JSON, with the API's
+status codes (``dicom.api.errors``); nothing a client sends answers 500.
+
+Content negotiation is the views' own (``dicomweb.media``): DRF's would refuse the multipart and
+``application/dicom+json`` types DICOMweb clients ask for before a view runs.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.renderers import JSONRenderer
+from rest_framework.views import APIView
+
+from audit.services import Actor, Operation, operation, refused
+from dicom.api.errors import describe
+from dicom.responses import client_address
+
+
+class ErrorsAsJson(BaseContentNegotiation):
+    """DRF renders only errors here (as JSON, whatever the Accept header); views answer the rest."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+class DicomWebView(APIView):
+    """A DICOMweb resource. ``audit_actions`` maps each HTTP method a subclass serves to its action."""
+
+    audit_actions: dict[str, str] = {}
+    renderer_classes = [JSONRenderer]
+    parser_classes: list = []  # bodies (STOW) are read by the view itself, part by part
+    content_negotiation_class = ErrorsAsJson
+    # The operation the current request's method runs in (set by :func:`audited`).
+    op: Operation | None = None
+
+    def actor(self) -> Actor:
+        if not hasattr(self, "_actor"):
+            user = self.request.user
+            if not user.is_authenticated:
+                user = getattr(self.request._request, "refused_user", None) or user
+            self._actor = Actor(user=user, client_address=client_address(self.request))
+        return self._actor
+
+    def initial(self, request, *args, **kwargs):
+        """Authentication, permissions and throttling; a request they refuse is audited here."""
+        try:
+            super().initial(request, *args, **kwargs)
+        except Exception as error:
+            action = self.audit_actions.get(request.method)
+            if action is not None:
+                refused(actor=self.actor(), action=action, error=error, describe=describe)
+            raise
+
+
+def audited(method: Callable) -> Callable:
+    """Run a view method as one audited operation of the action ``audit_actions`` names for it.
+
+    The method reaches the operation as ``self.op`` to name what it touched. HEAD reads nothing
+    of a file and is not audited (as in the API).
+    """
+
+    @functools.wraps(method)
+    def handler(self: DicomWebView, request, *args, **kwargs):
+        action = self.audit_actions.get(request.method)
+        if action is None or request.method == "HEAD":
+            return method(self, request, *args, **kwargs)
+        with operation(actor=self.actor(), action=action, describe=describe) as op:
+            self.op = op
+            return method(self, request, *args, **kwargs)
+
+    return handler
