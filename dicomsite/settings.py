@@ -261,6 +261,9 @@ DICOM_WEB_THREADS = env_int("DICOM_WEB_THREADS", 8, minimum=1)
 # Downloads through a front end (nginx): answered with X-Accel-Redirect: <prefix><key>, no body.
 DICOM_DOWNLOAD_ACCEL_PREFIX = env_str("DICOM_DOWNLOAD_ACCEL_PREFIX")
 # How long a worker waits between looks at an empty queue (a queued job waits at most this).
+# The absolute URL clients reach /dicomweb at (e.g. https://pacs.example.org/dicomweb), written into
+# DICOMweb responses (Retrieve URLs, BulkDataURIs); empty: from the request and its Forwarded headers.
+DICOMWEB_PUBLIC_URL = env_str("DICOMWEB_PUBLIC_URL")
 DICOM_WORKER_POLL_MS = env_int("DICOM_WORKER_POLL_MS", 100, minimum=10)
 DICOM_WORKER_STALE_SECONDS = env_int("DICOM_WORKER_STALE_SECONDS", 30, minimum=2)
 # A job that raised is tried again after this many seconds times its attempt number.

@@ -13,8 +13,10 @@ Content negotiation is the views' own (``dicomweb.media``): DRF's would refuse t
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 
+from django.conf import settings
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
@@ -80,3 +82,40 @@ def audited(method: Callable) -> Callable:
             return method(self, request, *args, **kwargs)
 
     return handler
+
+
+_FORWARDED_PAIR = re.compile(r'(?i)\b(proto|host)=("[^"]*"|[^;,\s]*)')
+_SAFE_HOST = re.compile(r"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
+_SAFE_PREFIX = re.compile(r"^(/[A-Za-z0-9._~\-]+)*$")
+
+
+def service_root(request) -> str:
+    """The absolute URL of ``/dicomweb`` as the client reached it, without a trailing slash.
+
+    ``DICOMWEB_PUBLIC_URL`` when configured (a proxy that rewrites everything); else the scheme
+    and host of the first ``Forwarded`` element, or ``X-Forwarded-Proto`` / ``X-Forwarded-Host`` /
+    ``X-Forwarded-Prefix``, or the request's own. Only well-formed hosts and prefixes are taken: a
+    URL the service writes into a response never carries a client's stray characters.
+    """
+    configured = settings.DICOMWEB_PUBLIC_URL
+    if configured:
+        return configured.rstrip("/")
+    meta = request.META
+    proto, host = None, None
+    forwarded = meta.get("HTTP_FORWARDED", "").split(",", 1)[0]
+    for key, value in _FORWARDED_PAIR.findall(forwarded):
+        value = value.strip('"')
+        if key.lower() == "proto":
+            proto = value
+        else:
+            host = value
+    proto = proto or meta.get("HTTP_X_FORWARDED_PROTO", "").split(",", 1)[0].strip() or request.scheme
+    host = host or meta.get("HTTP_X_FORWARDED_HOST", "").split(",", 1)[0].strip() or request.get_host()
+    prefix = meta.get("HTTP_X_FORWARDED_PREFIX", "").split(",", 1)[0].strip().rstrip("/")
+    if proto.lower() not in ("http", "https"):
+        proto = request.scheme
+    if not _SAFE_HOST.match(host):
+        host = request.get_host()
+    if not _SAFE_PREFIX.match(prefix):
+        prefix = ""
+    return f"{proto.lower()}://{host}{prefix}/dicomweb"

@@ -33,3 +33,31 @@ def test_an_unknown_method_is_a_405_that_says_what_is_allowed(api):
 def test_a_path_that_is_no_resource_is_a_json_404(api):
     response = api.get("/dicomweb/studies/1.2.3/nothing-here")
     assert response.status_code == 404
+
+
+def _root(rf, settings, public: str = "", **headers) -> str:
+    from dicomweb.base import service_root
+
+    settings.DICOMWEB_PUBLIC_URL = public
+    return service_root(rf.get("/dicomweb/studies", **headers))
+
+
+def test_the_service_root_is_the_requests_own_without_a_proxy(rf, settings):
+    assert _root(rf, settings) == "http://testserver/dicomweb"
+
+
+def test_the_service_root_follows_forwarded_or_x_forwarded_headers(rf, settings):
+    forwarded = {"HTTP_FORWARDED": 'for=10.0.0.1;proto=https;host="pacs.example.org"'}
+    assert _root(rf, settings, **forwarded) == "https://pacs.example.org/dicomweb"
+    x_forwarded = {
+        "HTTP_X_FORWARDED_PROTO": "https",
+        "HTTP_X_FORWARDED_HOST": "viewer.example.org:8443",
+        "HTTP_X_FORWARDED_PREFIX": "/pacs",
+    }
+    assert _root(rf, settings, **x_forwarded) == "https://viewer.example.org:8443/pacs/dicomweb"
+
+
+def test_a_configured_public_url_wins_and_malformed_headers_are_ignored(rf, settings):
+    assert _root(rf, settings, "https://dicom.example.org/dicomweb/") == "https://dicom.example.org/dicomweb"
+    odd = {"HTTP_X_FORWARDED_HOST": "evil.example/<script>", "HTTP_X_FORWARDED_PROTO": "javascript"}
+    assert _root(rf, settings, **odd) == "http://testserver/dicomweb"
