@@ -12,7 +12,9 @@ PYTEST_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SYSTEM_PACKAGES := postgresql dcmtk dicom3tools chromium chromium-driver docker-compose
 
-.PHONY: run test lint format migrate superuser system-deps bench-deps bench bench-orthanc fuzz clean
+VIEWER := viewer/ohif/.installed
+
+.PHONY: run test test-fast lint format migrate superuser system-deps viewer-deps bench-deps bench bench-orthanc fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,11 +49,22 @@ system-deps:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
+# npm fetches the OHIF viewer (served under /viewer/) at build time.
+viewer-deps:
+	@command -v npm >/dev/null 2>&1 || { \
+	  echo "installing Debian packages: npm"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends npm >/dev/null; }
+
+$(VIEWER): scripts/install_viewer.py | $(BIN)/python
+	$(MAKE) --no-print-directory viewer-deps
+	$(BIN)/python scripts/install_viewer.py viewer/ohif
+
 migrate: $(VENV)/.runtime
 	$(BIN)/python manage.py migrate --noinput
 
 # Web server (gunicorn) and worker (db_worker) in the foreground on SQLite and local files; Ctrl-C stops both.
-run: $(VENV)/.runtime
+run: $(VENV)/.runtime $(VIEWER)
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput -v 0
 	PORT=$(PORT) BIN=$(BIN) scripts/run.sh
@@ -69,7 +82,7 @@ format: $(VENV)/.dev
 	$(BIN)/ruff check --fix .
 
 # The whole suite on a throwaway PostgreSQL on loopback, started and stopped here.
-test: system-deps $(VENV)/.dev
+test: system-deps $(VENV)/.dev $(VIEWER)
 	$(MAKE) --no-print-directory lint
 	scripts/pg_test.sh start $(PGDIR) $(PGPORT)
 	status=0; \
@@ -77,6 +90,10 @@ test: system-deps $(VENV)/.dev
 	  DICOM_DATA_DIR=$(PGDIR)-data $(BIN)/pytest $(PYTEST_ARGS) || status=$$?; \
 	scripts/pg_test.sh stop $(PGDIR); rm -rf $(PGDIR)-data; \
 	exit $$status
+
+# The inner loop: everything but the tests marked slow (processes, browsers), on SQLite.
+test-fast: $(VENV)/.dev $(VIEWER)
+	DJANGO_STATIC_FINDERS=1 $(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
 # Debian packages the benchmarks need: Orthanc (the peer benchmarks/compare_orthanc.py measures
 # against) and PostgreSQL (its PostgreSQL runs, and bench_audit --postgres). Installed only when missing.
@@ -104,4 +121,4 @@ fuzz: $(VENV)/.dev
 	BIN=$(BIN) scripts/fuzz_api.sh
 
 clean:
-	rm -rf $(VENV) staticfiles
+	rm -rf $(VENV) staticfiles viewer/ohif

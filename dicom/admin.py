@@ -39,6 +39,7 @@ from dicom.services.errors import FileNotReadyError
 from dicom.services.metadata import METADATA_KEYWORDS
 from dicom.services.previews import REGIONS_VARIANT, pixel_text_report, recorded_regions, regions_image_file
 from dicom.services.selectors import get_visible_file
+from dicomweb import viewer
 
 PHI_MASK = "•••"
 # "Anonymize selected" queues one job per file inside the request; past this many, use the command.
@@ -193,6 +194,13 @@ class DicomFileAdmin(admin.ModelAdmin):
         def patient(obj: DicomFile) -> str:
             return (obj.patient_id or "—") if shows_phi(obj, show_phi=show_phi) else PHI_MASK
 
+        @admin.display(description="viewer")
+        def viewer(obj: DicomFile) -> str:
+            url = _viewer_url(obj, show_phi=show_phi)
+            return (
+                format_html('<a href="{}" target="_blank" rel="noopener">open study</a>', url) if url else "—"
+            )
+
         return (
             "thumbnail",
             "id",
@@ -204,6 +212,7 @@ class DicomFileAdmin(admin.ModelAdmin):
             "owner",
             "file_size",
             "created_at",
+            viewer,
         )
 
     @admin.display(description="preview")
@@ -264,6 +273,7 @@ class DicomFileAdmin(admin.ModelAdmin):
             "audit_trail_url": reverse("admin:audit_auditlog_changelist") + f"?q={dicom_file.id}",
             "download_url": reverse("admin:dicom_dicomfile_download", args=[dicom_file.id]),
             "download_refusal": _download_refusal(dicom_file, show_phi=show_phi),
+            "viewer_url": _viewer_url(dicom_file, show_phi=show_phi),
         }
 
     def download_view(self, request: HttpRequest, object_id: str):
@@ -480,6 +490,13 @@ def _preview_note(dicom_file: DicomFile, *, show_phi: bool) -> str:
     if dicom_file.is_ready and not shows_phi(dicom_file, show_phi=show_phi):
         return "Preview withheld: this is an original with patient data, shown only with the patient data permission."
     return ""
+
+
+def _viewer_url(dicom_file: DicomFile, *, show_phi: bool) -> str | None:
+    """The OHIF viewer's page for the file's study, for a stored file the user may see in full."""
+    if not dicom_file.is_ready or not shows_phi(dicom_file, show_phi=show_phi):
+        return None
+    return viewer.study_url(dicom_file.study_instance_uid)
 
 
 def _download_refusal(dicom_file: DicomFile, *, show_phi: bool) -> str:

@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    "corsheaders",
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
@@ -85,7 +86,10 @@ MIDDLEWARE = [
     # /healthz and /readyz answer here: before the host check and any HTTPS redirect (probes).
     "dicom.health.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # DICOMweb for viewers on other origins (DICOMWEB_CORS_ORIGINS); answers preflights itself.
+    "corsheaders.middleware.CorsMiddleware",
+    # WhiteNoise, also serving the OHIF viewer's installed files under /viewer/.
+    "dicomweb.viewer.ViewerFiles",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -264,6 +268,18 @@ DICOM_DOWNLOAD_ACCEL_PREFIX = env_str("DICOM_DOWNLOAD_ACCEL_PREFIX")
 # The absolute URL clients reach /dicomweb at (e.g. https://pacs.example.org/dicomweb), written into
 # DICOMweb responses (Retrieve URLs, BulkDataURIs); empty: from the request and its Forwarded headers.
 DICOMWEB_PUBLIC_URL = env_str("DICOMWEB_PUBLIC_URL")
+# Origins (scheme://host[:port]) whose pages may call /dicomweb/ with a token (a viewer elsewhere);
+# "*" for any. Credentials are the Authorization header: no cookies are sent cross-origin.
+DICOMWEB_CORS_ORIGINS = env_list("DICOMWEB_CORS_ORIGINS", [])
+CORS_URLS_REGEX = r"^/dicomweb/.*$"
+CORS_ALLOW_ALL_ORIGINS = DICOMWEB_CORS_ORIGINS == ["*"]
+CORS_ALLOWED_ORIGINS = [] if CORS_ALLOW_ALL_ORIGINS else DICOMWEB_CORS_ORIGINS
+CORS_ALLOW_METHODS = ("GET", "HEAD", "POST", "OPTIONS")
+CORS_ALLOW_HEADERS = ("accept", "authorization", "content-type", "x-requested-with")
+CORS_EXPOSE_HEADERS = ("Content-Type", "Content-Length", "Content-Location", "Warning", "Location")
+CORS_PREFLIGHT_MAX_AGE = 600
+# The OHIF viewer's installed files (scripts/install_viewer.py), served under /viewer/.
+DICOM_VIEWER_DIR = Path(env_str("DICOM_VIEWER_DIR", str(BASE_DIR / "viewer" / "ohif"))).resolve()
 DICOM_WORKER_POLL_MS = env_int("DICOM_WORKER_POLL_MS", 100, minimum=10)
 DICOM_WORKER_STALE_SECONDS = env_int("DICOM_WORKER_STALE_SECONDS", 30, minimum=2)
 # A job that raised is tried again after this many seconds times its attempt number.

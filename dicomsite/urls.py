@@ -11,6 +11,7 @@ urlpatterns = [
     re_path(r"^readyz/?$", health.readyz, name="readyz"),
     path("api/dicom/", include("dicom.api.urls")),
     path("dicomweb/", include("dicomweb.urls")),
+    path("viewer/", include("dicomweb.viewer_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("", include("dicom.urls")),

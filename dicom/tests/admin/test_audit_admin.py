@@ -87,6 +87,7 @@ def test_csv_export_has_exactly_the_filtered_rows_and_is_audited(superuser_clien
         "reason",
         "request_id",
         "count",
+        "targets",
     ]
     assert sorted((r[1], r[3]) for r in exported[1:]) == [("alice", "True"), ("bob", "False")]
     assert str(rows) in {r[5] for r in exported[1:]}

@@ -14,6 +14,7 @@ from dicom.models import DicomFile
 from dicom.services.deid import DeidOptions
 from dicom.tests.admin.conftest import PASSWORD, refused_job, store_test_file, store_text_case
 from dicom.tests.factories import DicomFileFactory, UserFactory
+from dicomweb import viewer as ohif_viewer
 
 pytestmark = pytest.mark.django_db
 
@@ -330,3 +331,18 @@ def test_anonymize_selected_refuses_more_than_the_bound(client, plain_staff, use
     )
     assert "2 files selected: at most 1 can be anonymized at once" in response.content.decode()
     assert not DicomFile.objects.filter(source__in=files).exists()
+
+
+@pytest.mark.skipif(not ohif_viewer.installed(), reason="the viewer is not installed")
+def test_file_page_and_list_link_the_study_to_the_viewer_when_the_user_may_see_it(
+    client, phi_staff, plain_staff, user
+):
+    original = store_test_file("CT_small.dcm", owner=user)
+    link = f"/viewer/viewer?StudyInstanceUIDs={original.study_instance_uid}"
+    page = login(client, phi_staff).get(change_url(original)).content.decode()
+    assert "Open study in viewer" in page and link in page
+    assert link in client.get(CHANGELIST).content.decode()
+    # Staff without the patient data permission get no link to an original (its frames are theirs to refuse).
+    client.logout()
+    page = login(client, plain_staff).get(change_url(original)).content.decode()
+    assert "Open study in viewer" not in page
