@@ -82,7 +82,10 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(
-            ["npm", "pack", "--silent", f"{PACKAGE}@{VERSION}"], cwd=tmp, check=True, stdout=subprocess.DEVNULL
+            ["npm", "pack", "--silent", f"{PACKAGE}@{VERSION}"],
+            cwd=tmp,
+            check=True,
+            stdout=subprocess.DEVNULL,
         )
         tarball = next(Path(tmp).glob("*.tgz"))
         _check(tarball)

@@ -8,7 +8,8 @@ from dicomweb import viewer
 pytestmark = pytest.mark.django_db
 
 needs_viewer = pytest.mark.skipif(
-    not viewer.installed(), reason="the viewer is not installed (make test installs it: scripts/install_viewer.py)"
+    not viewer.installed(),
+    reason="the viewer is not installed (make test installs it: scripts/install_viewer.py)",
 )
 
 
