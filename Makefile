@@ -10,7 +10,7 @@ endif
 PGDIR ?= /tmp/dicom-pgtest-$(PGPORT)
 PYTEST_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-SYSTEM_PACKAGES := postgresql dcmtk dicom3tools chromium chromium-driver docker-compose
+SYSTEM_PACKAGES := postgresql dcmtk dicom3tools chromium chromium-driver docker-compose orthanc orthanc-dicomweb
 
 VIEWER := viewer/ohif/.installed
 
@@ -33,8 +33,9 @@ $(VENV)/.dev: requirements.txt requirements-ocr.txt requirements-dev.txt | $(BIN
 
 # Debian packages the suite needs: PostgreSQL (tests run on it), DCMTK (dcmdump checks our output
 # outside pydicom), dicom3tools (dciodvfy, DICOM's object validator, checks that de-identified output
-# stays valid), Chromium (browser tests of the admin) and docker-compose (validates docker-compose.yml;
-# no daemon needed). Installed only when missing.
+# stays valid), Chromium (browser tests of the admin and the viewer), docker-compose (validates
+# docker-compose.yml; no daemon needed) and Orthanc with its DICOMweb plugin (a DICOMweb client of the
+# service in the interoperability tests). Installed only when missing.
 system-deps:
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
@@ -43,6 +44,8 @@ system-deps:
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	[ -x /usr/bin/chromedriver ] || missing="$$missing chromium-driver"; \
 	command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || missing="$$missing docker-compose"; \
+	[ -x /usr/sbin/Orthanc ] || missing="$$missing orthanc"; \
+	[ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || missing="$$missing orthanc-dicomweb"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && \

@@ -1,0 +1,69 @@
+"""Orthanc as a DICOMweb client of the service: STOW (chunked), QIDO, WADO-RS retrieve and metadata.
+
+Orthanc listens on every interface, so it runs with the service inside a network namespace of its
+own with only loopback (``unshare -n``; root, or sudo). ``orthanc_peer.py`` drives it and reports.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dicomweb.tests.orthanc_peer import ORTHANC, PLUGIN
+
+pytestmark = pytest.mark.slow
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def report():
+    for needed in (ORTHANC, PLUGIN):
+        if not os.path.exists(needed):
+            pytest.fail(
+                f"{needed} is missing: install Debian's orthanc and orthanc-dicomweb (make test does)"
+            )
+    command = ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", sys.executable]
+    command.append(str(HERE / "orthanc_peer.py"))
+    if os.geteuid() != 0:
+        if shutil.which("sudo") is None:
+            pytest.fail("a network namespace of its own needs root or sudo")
+        command = ["sudo", "--preserve-env", *command]
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DJANGO_SETTINGS_MODULE"}}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _uids(items, tag: str) -> list[str]:
+    return sorted(item[tag]["Value"][0] for item in items)
+
+
+def test_orthanc_stores_a_study_in_the_service_with_stow(report):
+    assert report["stored_sops"] == report["sops"]
+    assert set(report["stored_sha_match"].values()) == {True}
+
+
+def test_orthanc_finds_the_study_and_its_series_with_qido(report):
+    assert _uids(report["qido_studies"], "0020000D") == [report["study"]]
+    study = report["qido_studies"][0]
+    assert study["00201208"]["Value"] == [3]  # NumberOfStudyRelatedInstances
+    assert sorted(study["00080061"]["Value"]) == ["CT", "MR"]  # ModalitiesInStudy
+    assert len(report["qido_series"]) == 2
+
+
+def test_orthanc_retrieves_what_it_stored_byte_for_byte_but_the_zeroed_preamble(report):
+    assert len(report["retrieve"]["Instances"]) == 3
+    assert report["retrieved_sops"] == report["sops"]
+    assert report["retrieved_equal_stored"]
+
+
+def test_orthanc_reads_the_studys_metadata(report):
+    assert _uids(report["metadata"], "00080018") == report["sops"]
+    assert all(
+        item["7FE00010"].get("BulkDataURI", "").startswith("http://127.0.0.1:") for item in report["metadata"]
+    )
