@@ -35,7 +35,8 @@ $(VENV)/.dev: requirements.txt requirements-ocr.txt requirements-dev.txt | $(BIN
 # outside pydicom), dicom3tools (dciodvfy, DICOM's object validator, checks that de-identified output
 # stays valid), Chromium (browser tests of the admin and the viewer), docker-compose (validates
 # docker-compose.yml; no daemon needed) and Orthanc with its DICOMweb plugin (a DICOMweb client of the
-# service in the interoperability tests). Installed only when missing.
+# service in the interoperability tests). Debian starts an installed Orthanc as a service listening on
+# every interface: it is stopped and disabled at once (the tests start their own, isolated). Installed only when missing.
 system-deps:
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
@@ -50,6 +51,8 @@ system-deps:
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  case "$$missing" in *orthanc*) \
+	    $(SUDO) systemctl disable --now orthanc >/dev/null 2>&1 || true;; esac; \
 	fi
 
 # npm fetches the OHIF viewer (served under /viewer/) at build time.
@@ -99,7 +102,8 @@ test-fast: $(VENV)/.dev $(VIEWER)
 	DJANGO_STATIC_FINDERS=1 $(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
 # Debian packages the benchmarks need: Orthanc (the peer benchmarks/compare_orthanc.py measures
-# against) and PostgreSQL (its PostgreSQL runs, and bench_audit --postgres). Installed only when missing.
+# against) and PostgreSQL (its PostgreSQL runs, and bench_audit --postgres). Installed only when missing;
+# Orthanc's own service is stopped and disabled (the benchmark starts its own, isolated).
 bench-deps:
 	@missing=""; \
 	[ -x /usr/sbin/Orthanc ] || missing="$$missing orthanc"; \
@@ -108,6 +112,8 @@ bench-deps:
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  case "$$missing" in *orthanc*) \
+	    $(SUDO) systemctl disable --now orthanc >/dev/null 2>&1 || true;; esac; \
 	fi
 
 # Every benchmark, then the comparison with Orthanc (about 8 minutes on 2 cores; COMPARE_ARGS=--quick: 1).
