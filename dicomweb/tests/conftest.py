@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dicom.tests.conftest import ROOT, LiveServer, embedded_service
+from dicom.tests.conftest import ROOT, LiveServer, browser, embedded_service  # noqa: F401  (browser: a fixture)
 
 
 @dataclass

@@ -1,0 +1,107 @@
+"""OHIF v3 (the project's /viewer/) in headless Chromium against the running service.
+
+A staff member logs in to the admin, opens the viewer: its study list shows the stored study, the
+study opens and its image is drawn in the viewport, and none of the DICOMweb requests the viewer made
+failed. The service runs as ``make run`` starts it (uvicorn, the worker), not the test client.
+"""
+
+import json
+import re
+from io import BytesIO
+
+import pytest
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
+
+from dicom.tests.conftest import embedded_service
+from dicomweb import viewer
+from dicomweb.tests.conftest import DicomWebServer
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.browser,
+    pytest.mark.skipif(not viewer.installed(), reason="the viewer is not installed (make test installs it)"),
+]
+
+PASSWORD = "viewer-password-123"
+DRAWN = """
+() => {
+  const canvases = [...document.querySelectorAll('.cornerstone-canvas, [data-viewport-uid] canvas')];
+  for (const canvas of canvases) {
+    if (!canvas.width || !canvas.height) continue;
+    const context = canvas.getContext('2d');
+    if (!context) continue;
+    const { data } = context.getImageData(0, 0, canvas.width, canvas.height);
+    let lit = 0;
+    for (let i = 0; i < data.length; i += 4 * 7) if (data[i] + data[i + 1] + data[i + 2] > 60) lit++;
+    if (lit > 200) return true;
+  }
+  return false;
+}
+"""
+
+
+def _series(count: int) -> tuple[str, list[bytes]]:
+    study, series = generate_uid(), generate_uid()
+    files = []
+    for number in range(1, count + 1):
+        ds = dcmread(get_testdata_file("CT_small.dcm"))
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.InstanceNumber = number
+        ds.ImagePositionPatient = [0, 0, float(number)]
+        ds.PatientName, ds.PatientID, ds.StudyDescription = "VIEWER^TEST", "VIEWER-1", "OHIF check"
+        buffer = BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        files.append(buffer.getvalue())
+    return study, files
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ohif")
+    with embedded_service(tmp) as live:
+        server = DicomWebServer(live=live, data_dir=tmp / "data", other_token="", staff_token="")
+        server.manage(
+            "from django.contrib.auth.models import User;"
+            f"User.objects.create_superuser('radiologist', password={PASSWORD!r})"
+        )
+        yield server
+
+
+def test_ohif_lists_the_study_opens_it_and_draws_the_image(service, browser):
+    study, files = _series(5)
+    for data in files:
+        status, body = service.live.request(
+            "POST", "/api/dicom/upload", body=data, headers={"Content-Type": "application/dicom"}
+        )
+        assert status == 200, body
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    failures, dicomweb_requests = [], []
+
+    def seen(response):
+        if "/dicomweb/" in response.url:
+            dicomweb_requests.append(response.url)
+            if response.status >= 400:
+                failures.append(f"{response.status} {response.url}")
+
+    page.on("response", seen)
+    base = f"http://127.0.0.1:{service.port}"
+    try:
+        page.goto(f"{base}/admin/login/?next=/viewer/")
+        page.fill("#id_username", "radiologist")
+        page.fill("#id_password", PASSWORD)
+        page.click("input[type=submit]")
+        page.wait_for_url(re.compile(r"/viewer/"))
+        # The study list: QIDO-RS through the viewer's session.
+        page.get_by_text("OHIF check").first.wait_for()
+        page.goto(f"{base}/viewer/viewer?StudyInstanceUIDs={study}")
+        page.wait_for_function(DRAWN, timeout=60_000)
+    finally:
+        context.close()
+    assert not failures, json.dumps(failures[:10])
+    assert any("/metadata" in url for url in dicomweb_requests)
+    assert any("/frames/" in url for url in dicomweb_requests)
