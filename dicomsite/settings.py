@@ -264,6 +264,9 @@ DICOM_DOWNLOAD_ACCEL_PREFIX = env_str("DICOM_DOWNLOAD_ACCEL_PREFIX")
 # The absolute URL clients reach /dicomweb at (e.g. https://pacs.example.org/dicomweb), written into
 # DICOMweb responses (Retrieve URLs, BulkDataURIs); empty: from the request and its Forwarded headers.
 DICOMWEB_PUBLIC_URL = env_str("DICOMWEB_PUBLIC_URL")
+# STOW-RS: at most this many parts per request, each part's headers at most this many bytes.
+DICOMWEB_MAX_PARTS = env_int("DICOMWEB_MAX_PARTS", 10000, minimum=1)
+DICOMWEB_MAX_PART_HEADER_SIZE = env_int("DICOMWEB_MAX_PART_HEADER_SIZE", 16 * 1024, minimum=256)
 DICOM_WORKER_POLL_MS = env_int("DICOM_WORKER_POLL_MS", 100, minimum=10)
 DICOM_WORKER_STALE_SECONDS = env_int("DICOM_WORKER_STALE_SECONDS", 30, minimum=2)
 # A job that raised is tried again after this many seconds times its attempt number.
