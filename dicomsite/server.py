@@ -16,6 +16,10 @@ that trickles its request holds no thread; the bounds below drop it all the same
   given the length it turned out to have; Django's multipart parser reads nothing without one.
 - **Raw DICOM bodies** (a POST of ``Content-Type: application/dicom``) are written straight to
   staging as they arrive, through the same writer as multipart uploads (``dicom.uploads``).
+- **STOW-RS bodies** (a POST under ``/dicomweb/`` of ``multipart/related; type="application/dicom"``)
+  are parsed as they arrive (``dicomweb.multipart``) and each part written to its own staging file
+  through that writer; the request gets the list (``request.staged_parts``), removed when the
+  request ends unless the service stored them. The whole body is bounded as any other.
 
 - **Threads**: a request is served in one hop to a pool of persistent threads, as a WSGI thread
   serves it (see ``BoundedASGIHandler``).
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import io
 import itertools
 import json
 import logging
@@ -46,6 +51,7 @@ from uvicorn_worker import UvicornWorker
 
 from dicom.services.errors import FileTooLargeError
 from dicom.uploads import StagedUpload, StagingWriter
+from dicomweb.multipart import MultipartError, PartStager, StagedParts, related_boundary
 
 # Requests refused here never reach Django's request-log middleware (dicomsite.logs): their line.
 request_logger = logging.getLogger("dicomsite.requests")
@@ -183,6 +189,8 @@ class BoundedASGIHandler(ASGIHandler):
         try:
             if _is_raw_dicom(scope):
                 body_file = await _stage_body(bounded_receive)
+            elif (boundary := _stow_boundary(scope)) is not None:
+                body_file = await _stage_parts(bounded_receive, boundary)
             else:
                 body_file = await self.read_body(bounded_receive)
         except RequestAborted:
@@ -244,6 +252,9 @@ class BoundedASGIHandler(ASGIHandler):
         return response.status_code, headers, blocks, (response, iterator)
 
     def create_request(self, scope, body_file):
+        parts = None
+        if isinstance(body_file, StagedParts):  # the body is in its staged parts: none left to read
+            parts, body_file = body_file, io.BytesIO()
         if _declared_length(scope) is None and scope.get("method") not in ("GET", "HEAD", "OPTIONS"):
             size = body_file.seek(0, 2)
             body_file.seek(0)
@@ -251,6 +262,8 @@ class BoundedASGIHandler(ASGIHandler):
         request, response = super().create_request(scope, body_file)
         if request is not None and isinstance(body_file, StagedUpload):
             request.staged_upload = body_file  # the API takes it from here (dicom.api.views)
+        if request is not None and parts is not None:
+            request.staged_parts = parts  # STOW-RS takes them from here (dicomweb.stow)
         return request, response
 
 
@@ -284,6 +297,54 @@ async def _stage_body(receive) -> StagedUpload:
                 return writer.finish()
     except BaseException:
         writer.discard()
+        raise
+
+
+STOW_TYPE = "application/dicom"
+
+
+def _stow_boundary(scope) -> str | None:
+    """The boundary of a STOW-RS body (a POST under /dicomweb/ of multipart/related of DICOM parts).
+
+    Any other body under /dicomweb/ is read as usual (the view answers 415 without reading it).
+    """
+    if scope.get("method") != "POST":
+        return None
+    path = scope.get("path", "")
+    root = scope.get("root_path", "").rstrip("/")
+    if not path.removeprefix(root).startswith("/dicomweb/"):
+        return None
+    for name, value in scope.get("headers", []):
+        if name == b"content-type":
+            try:
+                return related_boundary(value.decode("latin-1"), part_type=STOW_TYPE)
+            except MultipartError:
+                return None
+    return None
+
+
+async def _stage_parts(receive, boundary: str) -> StagedParts:
+    """A STOW-RS body's parts each written straight to staging as they arrive (``PartStager``).
+
+    A part's failure (not DICOM, too large) or the body's (malformed, too many parts) is recorded
+    in the result for the view to answer; the rest of the body is still read (bounded as any).
+    """
+    stager = PartStager(
+        boundary,
+        part_type=STOW_TYPE,
+        max_parts=settings.DICOMWEB_MAX_PARTS,
+        max_header_size=settings.DICOMWEB_MAX_PART_HEADER_SIZE,
+    )
+    try:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise RequestAborted()
+            stager.feed(message.get("body", b""))
+            if not message.get("more_body", False):
+                return stager.finish()
+    except BaseException:
+        stager.abort()
         raise
 
 

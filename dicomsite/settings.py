@@ -280,6 +280,9 @@ CORS_EXPOSE_HEADERS = ("Content-Type", "Content-Length", "Content-Location", "Wa
 CORS_PREFLIGHT_MAX_AGE = 600
 # The OHIF viewer's installed files (scripts/install_viewer.py), served under /viewer/.
 DICOM_VIEWER_DIR = Path(env_str("DICOM_VIEWER_DIR", str(BASE_DIR / "viewer" / "ohif"))).resolve()
+# STOW-RS: at most this many parts per request, each part's headers at most this many bytes.
+DICOMWEB_MAX_PARTS = env_int("DICOMWEB_MAX_PARTS", 10000, minimum=1)
+DICOMWEB_MAX_PART_HEADER_SIZE = env_int("DICOMWEB_MAX_PART_HEADER_SIZE", 16 * 1024, minimum=256)
 DICOM_WORKER_POLL_MS = env_int("DICOM_WORKER_POLL_MS", 100, minimum=10)
 DICOM_WORKER_STALE_SECONDS = env_int("DICOM_WORKER_STALE_SECONDS", 30, minimum=2)
 # A job that raised is tried again after this many seconds times its attempt number.

@@ -1,11 +1,252 @@
-"""STOW-RS (being written): store instances from a ``multipart/related`` body."""
+"""STOW-RS (PS3.18 10.5): store the instances of a ``multipart/related; type="application/dicom"`` body.
 
-from dicom.services.errors import DicomServiceError
+``POST /dicomweb/studies`` and ``POST /dicomweb/studies/{study}``. Each part is one Part 10 file,
+staged part by part as it arrives (``dicomweb.multipart``: by the web server, ``dicomsite.server``,
+or here from ``request.stream`` under WSGI and the test client) and taken in through the same
+validation and ingest service as ``/api/dicom/upload`` (``dicom.services.ingest``): one ``upload``
+audit row per part, committed with the part's file row, or a failure row when it was refused.
+
+The answer (``application/dicom+json``, PS3.18 Table 10.5.3-1) names the study's Retrieve URL
+(0008,1190) when the stored instances are all of one study, each stored instance in the Referenced
+SOP Sequence (0008,1199) with its Retrieve URL, and each failed part in the Failed SOP Sequence
+(0008,1198) with a Failure Reason (0008,1197):
+
+- ``0xC000`` the part cannot be understood: not DICOM, truncated, malformed, cut short by the end of
+  the body, a part whose ``Content-Type`` is not ``application/dicom``, or one de-identification
+  refused;
+- ``0xA700`` out of resources: the part exceeds ``DICOM_MAX_UPLOAD_SIZE``, or the disk failed;
+- ``0x0110`` the part's Study Instance UID is not the path's ``{study}`` (with ``anonymize`` the
+  ORIGINAL Study Instance UID is compared, the one the client knows and sent the path for).
+
+A failed item names the part's SOP Class and Instance UIDs when they could be read (a study
+mismatch), else only its Failure Reason. Status: 200 all stored, 202 some stored and some failed,
+409 none stored and every failure a conflict (0x0110), 400 none stored otherwise. A body that is not
+``multipart/related; type="application/dicom"`` is a 415, bad query parameters and a body that is no
+multipart body at all (no part, a malformed delimiter, more than ``DICOMWEB_MAX_PARTS`` parts, part
+headers over ``DICOMWEB_MAX_PART_HEADER_SIZE``) are a 400, each a ``{"detail"}`` JSON, audited once,
+and nothing of the body is kept.
+
+Query parameters: exactly those of the REST upload of a raw file (``anonymize``, ``study_type`` and
+the de-identification options, validated by the same serializer). With ``anonymize=true`` each part
+is de-identified on the way in as the REST upload does; the answer names the NEW UIDs (those of the
+stored, de-identified instance) with Warning Reason (0008,1196) ``0xB000`` (coercion of data
+elements).
+
+Idempotency: an instance the user already has (the newest file of its SOP Instance UID that they
+may see, as DICOMweb serves it, ``dicomweb.selectors.instances``) with the same SHA-256 of the stored
+bytes (the part as received, after its preamble is zeroed) is not stored again: it succeeds and is
+referenced, no new row or file (one ``upload`` success row names the existing file). The same UID
+with other bytes is stored as a new version, as the REST upload keeps every upload, and DICOMweb
+serves the newest. With ``anonymize`` the received bytes are not those stored, so a repeated
+anonymizing store stores a new version each time.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pydicom
+from django.conf import settings
+from django.http import HttpResponse
+from rest_framework.exceptions import ValidationError
+
+from audit.models import AuditLog
+from audit.services import Actor, operation, refused
+from dicom.api.errors import describe
+from dicom.api.serializers import RawUploadSerializer
+from dicom.models import DicomFile
+from dicom.services.errors import DicomServiceError, FileTooLargeError
+from dicom.services.ingest import IngestRequest, ingest_checked_file
+from dicomweb import selectors
+from dicomweb.base import service_root
+from dicomweb.multipart import MultipartError, StagedPart, StagedParts, related_boundary, stage_stream_parts
+
+PART_TYPE = "application/dicom"
+DICOM_JSON = "application/dicom+json"
+
+# Failure Reason (0008,1197) and Warning Reason (0008,1196) values, PS3.18 Table 10.5.3-1 / PS3.4 Annex B.
+PROCESSING_FAILURE = 0x0110
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+OUT_OF_RESOURCES = 0xA700
+CANNOT_UNDERSTAND = 0xC000
+COERCION_OF_DATA_ELEMENTS = 0xB000
+CONFLICTS = frozenset({PROCESSING_FAILURE, SOP_CLASS_NOT_SUPPORTED})
+
+RETRIEVE_URL = "00081190"
+FAILED_SOP_SEQUENCE = "00081198"
+REFERENCED_SOP_SEQUENCE = "00081199"
+REFERENCED_SOP_CLASS_UID = "00081150"
+REFERENCED_SOP_INSTANCE_UID = "00081155"
+FAILURE_REASON = "00081197"
+WARNING_REASON = "00081196"
 
 
-class NotYetServed(DicomServiceError):
-    status_code = 501
+class UnsupportedBodyError(DicomServiceError):
+    status_code = 415
 
 
-def store(view, request, *, study):
-    raise NotYetServed("STOW-RS is not served yet")
+class MalformedBodyError(DicomServiceError):
+    """The body is no readable multipart body, or over a bound of the whole request."""
+
+
+class StudyMismatchError(DicomServiceError):
+    status_code = 409
+
+
+def store(view, request, *, study: str | None) -> HttpResponse:
+    """Store the parts of a STOW-RS request; the ``application/dicom+json`` answer (see the module).
+
+    Refusals of the whole request (415, 400) raise ``DicomServiceError`` or DRF's
+    ``ValidationError`` after auditing them once; nothing of the body is kept.
+    """
+    actor = view.actor()
+    parts = getattr(request._request, "staged_parts", None)
+    try:
+        try:
+            boundary = related_boundary(request.META.get("CONTENT_TYPE", ""), part_type=PART_TYPE)
+        except MultipartError as error:
+            raise UnsupportedBodyError(error.detail) from None
+        serializer = RawUploadSerializer(data=request.query_params)
+        serializer.is_valid(raise_exception=True)
+        if parts is None:  # not staged by the web server (WSGI, the test client): read here
+            parts = stage_stream_parts(
+                request._request,
+                boundary,
+                part_type=PART_TYPE,
+                max_parts=settings.DICOMWEB_MAX_PARTS,
+                max_header_size=settings.DICOMWEB_MAX_PART_HEADER_SIZE,
+            )
+        if parts.error:
+            raise MalformedBodyError(parts.error)
+    except (DicomServiceError, ValidationError) as error:
+        if parts is not None:
+            parts.close()
+        refused(actor=actor, action=AuditLog.Action.UPLOAD, error=error, describe=describe)
+        raise
+    try:
+        outcomes = _store_parts(
+            parts, actor=actor, user=request.user, study=study, data=serializer.validated_data
+        )
+    finally:
+        parts.close()
+    return _response(outcomes, root=service_root(request), study=study)
+
+
+class _Outcome:
+    """What became of one part: a stored (or already stored) file, or a failure reason."""
+
+    def __init__(
+        self,
+        *,
+        dicom_file: DicomFile | None = None,
+        reason: int = 0,
+        sop_class: str = "",
+        sop_instance: str = "",
+    ):
+        self.dicom_file = dicom_file
+        self.reason = reason
+        self.sop_class = sop_class
+        self.sop_instance = sop_instance
+
+
+def _store_parts(parts: StagedParts, *, actor: Actor, user, study: str | None, data: dict) -> list[_Outcome]:
+    return [_store_part(part, actor=actor, user=user, study=study, data=data) for part in parts.parts]
+
+
+def _store_part(part: StagedPart, *, actor: Actor, user, study: str | None, data: dict) -> _Outcome:
+    if part.upload is None:
+        reason = OUT_OF_RESOURCES if part.failure_kind == "resources" else CANNOT_UNDERSTAND
+        status = 413 if reason == OUT_OF_RESOURCES else 400
+        refused(actor=actor, action=AuditLog.Action.UPLOAD, error=_PartError(part.failure, status))
+        return _Outcome(reason=reason)
+    upload = part.upload
+    if not data["anonymize"]:
+        existing = selectors.instances(user).filter(sha256=upload.sha256).order_by("-created_at").first()
+        if existing is not None and (study is None or existing.study_instance_uid == study):
+            with operation(actor=actor, action=AuditLog.Action.UPLOAD, file_id=existing.id) as op:
+                op.succeed(reason="already stored (same SOP Instance UID and bytes): not stored again")
+            return _Outcome(dicom_file=existing)
+    seen: dict[str, str] = {}
+
+    def check(header: pydicom.Dataset) -> None:
+        seen["sop_class"] = str(header.get("SOPClassUID", "") or "")
+        seen["sop_instance"] = str(header.get("SOPInstanceUID", "") or "")
+        if study is not None and str(header.get("StudyInstanceUID", "") or "") != study:
+            raise StudyMismatchError(f"the instance is not of study {study}, the request's path")
+
+    try:
+        dicom_file = ingest_checked_file(
+            request=IngestRequest(
+                staged_path=upload.path,
+                sha256=upload.sha256,
+                anonymize=data["anonymize"],
+                study_type=data["study_type"],
+                options=data["options"],
+            ),
+            actor=actor,
+            check=check,
+        )
+    except StudyMismatchError:
+        return _Outcome(reason=PROCESSING_FAILURE, **seen)
+    except FileTooLargeError:
+        return _Outcome(reason=OUT_OF_RESOURCES)
+    except DicomServiceError:
+        return _Outcome(reason=CANNOT_UNDERSTAND, **seen)
+    except OSError:  # the disk (full, unavailable): audited by ingest as an internal error
+        return _Outcome(reason=OUT_OF_RESOURCES, **seen)
+    return _Outcome(dicom_file=dicom_file)
+
+
+class _PartError(DicomServiceError):
+    """A part refused before it reached the ingest service (audited as its refusal)."""
+
+    def __init__(self, detail: str, status_code: int) -> None:
+        super().__init__(detail)
+        self.status_code = status_code
+
+
+def _uid(value: str) -> dict:
+    return {"vr": "UI", "Value": [value]}
+
+
+def _response(outcomes: list[_Outcome], *, root: str, study: str | None) -> HttpResponse:
+    referenced, failed, studies = [], [], []
+    for outcome in outcomes:
+        dicom_file = outcome.dicom_file
+        if dicom_file is None:
+            item = {FAILURE_REASON: {"vr": "US", "Value": [outcome.reason]}}
+            if outcome.sop_class:
+                item[REFERENCED_SOP_CLASS_UID] = _uid(outcome.sop_class)
+            if outcome.sop_instance:
+                item[REFERENCED_SOP_INSTANCE_UID] = _uid(outcome.sop_instance)
+            failed.append(dict(sorted(item.items())))
+            continue
+        if dicom_file.study_instance_uid not in studies:
+            studies.append(dicom_file.study_instance_uid)
+        url = (
+            f"{root}/studies/{dicom_file.study_instance_uid}/series/{dicom_file.series_instance_uid}"
+            f"/instances/{dicom_file.sop_instance_uid}"
+        )
+        item = {
+            REFERENCED_SOP_CLASS_UID: _uid(dicom_file.metadata.get("sop_class_uid") or ""),
+            REFERENCED_SOP_INSTANCE_UID: _uid(dicom_file.sop_instance_uid),
+            RETRIEVE_URL: {"vr": "UR", "Value": [url]},
+        }
+        if dicom_file.anonymized:
+            item[WARNING_REASON] = {"vr": "US", "Value": [COERCION_OF_DATA_ELEMENTS]}
+        referenced.append(dict(sorted(item.items())))
+    body: dict = {}
+    if len(studies) == 1:
+        body[RETRIEVE_URL] = {"vr": "UR", "Value": [f"{root}/studies/{studies[0]}"]}
+    if failed:
+        body[FAILED_SOP_SEQUENCE] = {"vr": "SQ", "Value": failed}
+    body[REFERENCED_SOP_SEQUENCE] = {"vr": "SQ", "Value": referenced} if referenced else {"vr": "SQ"}
+    if not failed:
+        status = 200
+    elif referenced:
+        status = 202
+    elif all(outcome.reason in CONFLICTS for outcome in outcomes):
+        status = 409
+    else:
+        status = 400
+    return HttpResponse(json.dumps(body), status=status, content_type=DICOM_JSON)

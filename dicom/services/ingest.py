@@ -7,9 +7,11 @@ once in the validating walk that also yields the metadata, and is renamed into s
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pydicom
 from django.conf import settings
 from django.db import transaction
 
@@ -69,12 +71,34 @@ def ingest_file(*, request: IngestRequest, actor: Actor) -> DicomFile:
         return _ingest(request=request, actor=actor, op=op)
 
 
-def _ingest(*, request: IngestRequest, actor: Actor, op: Operation) -> DicomFile:
+def ingest_checked_file(
+    *, request: IngestRequest, actor: Actor, check: Callable[[pydicom.Dataset], None]
+) -> DicomFile:
+    """As :func:`ingest_file`, with ``check`` called on the validated header of the file as received
+    (before any de-identification), before anything is stored.
+
+    A ``DicomServiceError`` ``check`` raises refuses the file exactly as a validation error does:
+    the staged file removed, nothing stored, the refusal audited. (STOW-RS refuses an instance of
+    another study than the request's path this way.)
+    """
+    with operation(actor=actor, action=AuditLog.Action.UPLOAD) as op:
+        return _ingest(request=request, actor=actor, op=op, check=check)
+
+
+def _ingest(
+    *,
+    request: IngestRequest,
+    actor: Actor,
+    op: Operation,
+    check: Callable[[pydicom.Dataset], None] | None = None,
+) -> DicomFile:
     staged = Path(request.staged_path)
     produced: Path | None = None
     stored_key = ""
     try:
         validated = validate_staged(staged)
+        if check is not None:
+            check(validated.header)
         dicom_file = DicomFile(
             owner=actor.user if actor.user is not None and actor.user.is_authenticated else None,
             study_type=request.study_type,

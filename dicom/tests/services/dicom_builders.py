@@ -496,3 +496,20 @@ def _store_frames(ds, frames: np.ndarray, *, photometric: str, syntax: str) -> N
         ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
         ds.LossyImageCompression = "01"
         ds.LossyImageCompressionMethod = "ISO_10918_1"
+
+
+def fresh_instance(name: str = "CT_small.dcm", *, study: str | None = None, series: str | None = None):
+    """A bundled pydicom file as a dataset with fresh UIDs (``study`` and ``series`` given to share them)."""
+    dataset = dcmread(get_testdata_file(name))
+    dataset.StudyInstanceUID = study or generate_uid()
+    dataset.SeriesInstanceUID = series or generate_uid()
+    dataset.SOPInstanceUID = generate_uid()
+    dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+    return dataset
+
+
+def part10_bytes(dataset) -> bytes:
+    """``dataset`` written as a Part 10 file (preamble, file meta), as a client sends it."""
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
