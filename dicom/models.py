@@ -48,6 +48,21 @@ class DicomFile(models.Model):
     sop_instance_uid = models.CharField(max_length=64, blank=True, db_index=True)
     patient_id = models.CharField(max_length=64, blank=True, db_index=True)
     metadata = models.JSONField(default=dict, blank=True)
+    # The search index (QIDO-RS, C-FIND): header values as typed columns, filled with the metadata
+    # by ``apply_header``. For a de-identified file they are the de-identified values. Some
+    # (referring physician, study ID, performed procedure step start) are kept here only: the API's
+    # metadata object has a fixed set of keys.
+    patient_name = models.CharField(max_length=400, blank=True)
+    referring_physician_name = models.CharField(max_length=400, blank=True)
+    accession_number = models.CharField(max_length=64, blank=True, db_index=True)
+    study_id = models.CharField(max_length=64, blank=True)
+    study_date = models.DateField(null=True, blank=True, db_index=True)
+    study_time = models.TimeField(null=True, blank=True)
+    series_number = models.IntegerField(null=True, blank=True)
+    instance_number = models.IntegerField(null=True, blank=True)
+    sop_class_uid = models.CharField(max_length=64, blank=True)
+    performed_procedure_step_start_date = models.DateField(null=True, blank=True)
+    performed_procedure_step_start_time = models.TimeField(null=True, blank=True)
     preview_key = models.CharField(max_length=255, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -58,7 +73,14 @@ class DicomFile(models.Model):
             ("view_phi", "Can see patient data of files that are not de-identified"),
             ("operate", "Can queue de-identification of any user's files"),
         ]
-        indexes = [models.Index(fields=["owner", "created_at"])]
+        indexes = [
+            models.Index(fields=["owner", "created_at"]),
+            # Search pages walk the instances in UID order, one level at a time.
+            models.Index(
+                fields=["study_instance_uid", "series_instance_uid", "sop_instance_uid"],
+                name="dicom_file_uid_path",
+            ),
+        ]
 
     def __str__(self) -> str:
         return str(self.id)

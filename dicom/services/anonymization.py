@@ -23,6 +23,7 @@ from dicom.services.errors import DicomServiceError, FileNotReadyError
 from dicom.services.ingest import apply_header, validate_staged
 from dicom.services.keys import deid_key
 from dicom.services.metadata import extract_metadata
+from dicom.services.search import INDEX_FIELDS
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +141,7 @@ def _produce(dicom_file: DicomFile, key: str) -> None:
             series_instance_uid=dicom_file.series_instance_uid,
             sop_instance_uid=dicom_file.sop_instance_uid,
             patient_id=dicom_file.patient_id,
+            **{name: getattr(dicom_file, name) for name in INDEX_FIELDS},
             transfer_syntax_uid=dicom_file.transfer_syntax_uid,
             deid_report=dicom_file.deid_report,
             failure_detail="",

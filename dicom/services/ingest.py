@@ -21,7 +21,8 @@ from dicom.models import DicomFile
 from dicom.services import storage
 from dicom.services.deid import DeidOptions, deidentify_file
 from dicom.services.keys import deid_key
-from dicom.services.metadata import HEADER_TAGS, extract_metadata
+from dicom.services.metadata import HEADER_TAGS, INDEX_ONLY, extract_metadata
+from dicom.services.search import index_columns
 from dicom.services.validation import validate_dicom_file
 
 logger = logging.getLogger(__name__)
@@ -140,7 +141,12 @@ def _ingest(
 
 
 def apply_header(dicom_file: DicomFile, metadata: dict) -> None:
+    """Set the row's metadata object and its indexed columns (the search index) from a header's values."""
+    metadata = dict(metadata)
+    index_only = metadata.pop(INDEX_ONLY, None) or {}
     dicom_file.metadata = metadata
+    for name, value in index_columns(metadata, index_only).items():
+        setattr(dicom_file, name, value)
     dicom_file.modality = (metadata.get("modality") or "")[:16]
     dicom_file.study_instance_uid = metadata.get("study_instance_uid") or ""
     dicom_file.series_instance_uid = metadata.get("series_instance_uid") or ""

@@ -48,6 +48,20 @@ METADATA_KEYWORDS: dict[str, str] = {
 
 _METADATA_TAGS: dict[str, int] = {key: tag_for_keyword(keyword) for key, keyword in METADATA_KEYWORDS.items()}
 
+# Header values the search index keeps (``DicomFile`` columns) that the API's metadata object does
+# not have: its keys are a fixed contract. :func:`extract_metadata` hands them over under
+# :data:`INDEX_ONLY`, which ``apply_header`` takes out before the metadata is stored.
+INDEX_ONLY = "_index_only"
+INDEX_ONLY_KEYWORDS: dict[str, str] = {
+    "referring_physician_name": "ReferringPhysicianName",
+    "study_id": "StudyID",
+    "performed_procedure_step_start_date": "PerformedProcedureStepStartDate",
+    "performed_procedure_step_start_time": "PerformedProcedureStepStartTime",
+}
+_INDEX_ONLY_TAGS: dict[str, int] = {
+    key: tag_for_keyword(keyword) for key, keyword in INDEX_ONLY_KEYWORDS.items()
+}
+
 # The keys whose values are patient data: masked for staff without the view_phi permission.
 PHI_KEYS = frozenset(
     {"patient_id", "patient_name", "patient_birth_date", "patient_sex", "patient_age", "accession_number"}
@@ -58,6 +72,7 @@ HEADER_TAGS: frozenset[int] = frozenset(
     tag_for_keyword(keyword)
     for keyword in (
         *METADATA_KEYWORDS.values(),
+        *INDEX_ONLY_KEYWORDS.values(),
         "SpecificCharacterSet",
         "SamplesPerPixel",
         "BitsStored",
@@ -117,14 +132,26 @@ def extract_metadata(ds: Dataset) -> dict[str, Any]:
 
     Dates come out as ISO 8601 (``2024-01-31``), times as ``HH:MM:SS[.ffffff]``; a value that is
     not a valid date stays ``None`` rather than passing malformed text on. Reads only the header.
+    The values of ``INDEX_ONLY_KEYWORDS`` (same conventions) come along as one more key,
+    :data:`INDEX_ONLY`, for the search index only: never part of the stored metadata object.
     """
+    result = _read(ds, _METADATA_TAGS, METADATA_KEYWORDS)
+    if result["number_of_frames"] is None and result["rows"] is not None:
+        result["number_of_frames"] = 1
+    file_meta = getattr(ds, "file_meta", None)
+    result["transfer_syntax_uid"] = str(file_meta.TransferSyntaxUID) if file_meta is not None else None
+    result[INDEX_ONLY] = _read(ds, _INDEX_ONLY_TAGS, INDEX_ONLY_KEYWORDS)
+    return result
+
+
+def _read(ds: Dataset, tags: dict[str, int], keywords: dict[str, str]) -> dict[str, Any]:
     result: dict[str, Any] = {}
-    for key, tag in _METADATA_TAGS.items():
+    for key, tag in tags.items():
         try:
             element = ds.get(tag)
         except (NotImplementedError, ValueError, TypeError, LookupError, UnicodeError) as error:
             # pydicom cannot convert the value (an unknown VR, bytes that fit no VR): bad input.
-            keyword = METADATA_KEYWORDS[key]
+            keyword = keywords[key]
             raise InvalidDicomError(
                 f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) {keyword} cannot be read ({type(error).__name__})"
             ) from None
@@ -134,8 +161,4 @@ def extract_metadata(ds: Dataset) -> dict[str, Any]:
         elif value is not None and element.VR == "TM":
             value = _iso_time(value if isinstance(value, str) else str(value))
         result[key] = value
-    if result["number_of_frames"] is None and result["rows"] is not None:
-        result["number_of_frames"] = 1
-    file_meta = getattr(ds, "file_meta", None)
-    result["transfer_syntax_uid"] = str(file_meta.TransferSyntaxUID) if file_meta is not None else None
     return result
