@@ -65,6 +65,12 @@ class NoPixelDataError(RenderError):
     """The file is DICOM but holds no image (a structured report, an RT plan, a DICOMDIR...)."""
 
 
+class NoSuchFrameError(RenderError):
+    """The image has fewer frames than the one asked for."""
+
+    status_code = 404
+
+
 def render_png(source: str | os.PathLike | BinaryIO, *, max_size: int | None = None) -> bytes:
     """Return the first frame of the DICOM file ``source`` as PNG bytes.
 
@@ -129,7 +135,7 @@ def render_image(
     ``window`` that replaces the file's own VOI for grayscale images (ignored for colour). Only the
     header and that frame's bytes are read. No side effects. Raises RenderError (bad arguments
     included: an unknown format, a quality out of range, a fit below one pixel, a window of width
-    below 1, or a frame the file does not have).
+    below 1, or a frame the file does not have: NoSuchFrameError).
     """
     if image_format not in IMAGE_FORMATS:
         raise RenderError(f"image format must be one of {', '.join(IMAGE_FORMATS)}")
@@ -170,7 +176,7 @@ def _render_image(
         frames = ds.get("NumberOfFrames")
         count = frames if isinstance(frames, int) and frames > 0 else 1
         if index >= count:
-            raise RenderError(f"the image has {count} frame(s): there is no frame {index + 1}")
+            raise NoSuchFrameError(f"the image has {count} frame(s): there is no frame {index + 1}")
         frame, photometric = decode_frame(ds, pixels, fp, index=index)
     try:
         if photometric in _MONOCHROME:
@@ -308,6 +314,15 @@ def _read_header(fp: BinaryIO) -> tuple[Dataset, PixelElement]:
     if len(ds) == 0:
         raise RenderError("the file is not readable as DICOM (its dataset is empty or cut short)")
     raise NoPixelDataError(f"this file has no image (SOP class: {sop_class_name})")
+
+
+def read_image_header(fp: BinaryIO) -> tuple[Dataset, PixelElement]:
+    """Read a DICOM file's header from ``fp`` and locate its pixel data, without reading the value.
+
+    ``fp`` is left after the pixel data element's header. Raises NoPixelDataError for a file without
+    an image and RenderError for one that is unreadable or cut short.
+    """
+    return _read_header(fp)
 
 
 def _read_whole_dataset(fp: BinaryIO) -> Dataset:
