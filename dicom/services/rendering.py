@@ -65,6 +65,12 @@ class NoPixelDataError(RenderError):
     """The file is DICOM but holds no image (a structured report, an RT plan, a DICOMDIR...)."""
 
 
+class NoSuchFrameError(RenderError):
+    """The image has fewer frames than the one asked for."""
+
+    status_code = 404
+
+
 def render_png(source: str | os.PathLike | BinaryIO, *, max_size: int | None = None) -> bytes:
     """Return the first frame of the DICOM file ``source`` as PNG bytes.
 
@@ -96,14 +102,88 @@ def render_png(source: str | os.PathLike | BinaryIO, *, max_size: int | None = N
 
 
 def _render(source: str | os.PathLike | BinaryIO, *, max_size: int | None) -> bytes:
+    return _png_bytes(
+        _render_image(source, index=0, window=None, fit=(max_size, max_size) if max_size else None)
+    )
+
+
+@dataclass(frozen=True)
+class Window:
+    """A VOI window asked for instead of the file's own (PS3.3 C.11.2.1.2): centre, width, function."""
+
+    center: float
+    width: float
+    function: str = "LINEAR"  # LINEAR, LINEAR_EXACT or SIGMOID
+
+
+IMAGE_FORMATS = ("jpeg", "png")
+
+
+def render_image(
+    source: str | os.PathLike | BinaryIO,
+    *,
+    frame: int = 0,
+    image_format: str = "jpeg",
+    fit: tuple[int, int] | None = None,
+    window: Window | None = None,
+    quality: int = 90,
+) -> bytes:
+    """Return frame ``frame`` (from 0) of the DICOM file ``source`` as JPEG or PNG bytes.
+
+    As :func:`render_png` (same LUTs, same errors), plus: any frame, JPEG output (``quality`` 1-100),
+    ``fit`` (width, height) to scale the image down into, keeping its aspect ratio (never up), and a
+    ``window`` that replaces the file's own VOI for grayscale images (ignored for colour). Only the
+    header and that frame's bytes are read. No side effects. Raises RenderError (bad arguments
+    included: an unknown format, a quality out of range, a fit below one pixel, a window of width
+    below 1, or a frame the file does not have: NoSuchFrameError).
+    """
+    if image_format not in IMAGE_FORMATS:
+        raise RenderError(f"image format must be one of {', '.join(IMAGE_FORMATS)}")
+    if not 1 <= quality <= 100:
+        raise RenderError("quality must be between 1 and 100")
+    if fit is not None and min(fit) < 1:
+        raise RenderError("the size to fit must be at least one pixel each way")
+    if window is not None and (
+        window.width < 1 or window.function not in ("LINEAR", "LINEAR_EXACT", "SIGMOID")
+    ):
+        raise RenderError(
+            "the window needs a width of at least 1 and a function LINEAR, LINEAR_EXACT or SIGMOID"
+        )
+    if frame < 0:
+        raise RenderError("frame numbers start at 1")
+    try:
+        image = _render_image(source, index=frame, window=window, fit=fit)
+    except RenderError:
+        raise
+    except Exception as exc:
+        raise RenderError(f"the image could not be rendered ({type(exc).__name__})") from exc
+    if image_format == "png":
+        return _png_bytes(image)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def _render_image(
+    source: str | os.PathLike | BinaryIO,
+    *,
+    index: int,
+    window: Window | None,
+    fit: tuple[int, int] | None,
+) -> Image.Image:
     with _opened(source) as fp:
         ds, pixels = _read_header(fp)
-        frame, photometric = decode_frame(ds, pixels, fp)
+        frames = ds.get("NumberOfFrames")
+        count = frames if isinstance(frames, int) and frames > 0 else 1
+        if index >= count:
+            raise NoSuchFrameError(f"the image has {count} frame(s): there is no frame {index + 1}")
+        frame, photometric = decode_frame(ds, pixels, fp, index=index)
     try:
         if photometric in _MONOCHROME:
+            voi = _frame_voi_dataset(ds) if window is None else _window_dataset(ds, window)
             gray = _grayscale_to_8bit(
                 frame,
-                _frame_voi_dataset(ds),
+                voi,
                 photometric,
                 # Float and Double Float Pixel Data hold real values already: no modality LUT applies.
                 modality_lut=pixels.keyword == "PixelData",
@@ -117,9 +197,22 @@ def _render(source: str | os.PathLike | BinaryIO, *, max_size: int | None) -> by
         # A malformed LUT or an odd sample layout surfaces as whatever numpy or pydicom raise.
         raise RenderError(f"the decoded pixel data cannot be turned into an image ({_reason(exc)})") from exc
 
-    if max_size is not None:
-        image.thumbnail((max_size, max_size), Image.Resampling.LANCZOS)
-    return _png_bytes(image)
+    if fit is not None:
+        image.thumbnail(fit, Image.Resampling.LANCZOS)
+    return image
+
+
+def _window_dataset(ds: Dataset, window: Window) -> Dataset:
+    """The rescale of frame 0 with the asked window in place of the file's VOI."""
+    view = Dataset()
+    view.update(_frame_voi_dataset(ds).group_dataset(0x0028))
+    for keyword in ("VOILUTSequence", "WindowCenter", "WindowWidth", "VOILUTFunction"):
+        if keyword in view:
+            del view[keyword]
+    view.WindowCenter = window.center
+    view.WindowWidth = window.width
+    view.VOILUTFunction = window.function
+    return view
 
 
 def render_placeholder_png(text: str, *, size: int = 256) -> bytes:
@@ -221,6 +314,15 @@ def _read_header(fp: BinaryIO) -> tuple[Dataset, PixelElement]:
     if len(ds) == 0:
         raise RenderError("the file is not readable as DICOM (its dataset is empty or cut short)")
     raise NoPixelDataError(f"this file has no image (SOP class: {sop_class_name})")
+
+
+def read_image_header(fp: BinaryIO) -> tuple[Dataset, PixelElement]:
+    """Read a DICOM file's header from ``fp`` and locate its pixel data, without reading the value.
+
+    ``fp`` is left after the pixel data element's header. Raises NoPixelDataError for a file without
+    an image and RenderError for one that is unreadable or cut short.
+    """
+    return _read_header(fp)
 
 
 def _read_whole_dataset(fp: BinaryIO) -> Dataset:
