@@ -30,8 +30,9 @@ from email.message import Message
 from dicom.services.errors import FileTooLargeError
 from dicom.uploads import StagedUpload, StagingWriter
 
-# RFC 2046 5.1.1: at most 70 characters from this set (a space, but not last).
-_BOUNDARY = re.compile(r"^[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]$")
+# RFC 2046 5.1.1: characters from this set (a space, but not last), at most 70 of them; taken up to
+# 200, as clients send longer ones (Orthanc's DICOMweb plugin: two UUIDs, 73 characters).
+_BOUNDARY = re.compile(r"^[0-9A-Za-z'()+_,\-./:=? ]{0,199}[0-9A-Za-z'()+_,\-./:=?]$")
 _PADDING = b" \t"
 MAX_PADDING = 1024  # transport padding after a delimiter, before its CRLF
 

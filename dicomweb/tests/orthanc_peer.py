@@ -117,6 +117,11 @@ def run(work: Path) -> dict:
                 except OSError:
                     time.sleep(0.2)
             return drive(rest, Rest(service.port, {"Authorization": f"Token {service.token}"}))
+        except Exception:
+            # What each side said (synthetic data only), for the test's failure message.
+            sys.stderr.write((work / "orthanc.log").read_text(errors="replace")[-4000:])
+            sys.stderr.write(service.log.read_text(errors="replace")[-4000:])
+            raise
         finally:
             orthanc.terminate()
             orthanc.wait(timeout=60)
@@ -144,6 +149,12 @@ def drive(orthanc: Rest, ours: Rest) -> dict:
     # QIDO-RS through Orthanc.
     report["qido_studies"] = orthanc.json(
         "POST", "/dicom-web/servers/svc/qido", {"Uri": "/studies", "Arguments": {"PatientID": patient}}
+    )
+    # The same search through Orthanc's generic GET: the service's DICOM JSON as it answered it.
+    report["qido_studies_raw"] = orthanc.json(
+        "POST",
+        "/dicom-web/servers/svc/get",
+        {"Uri": "/studies", "Arguments": {"PatientID": patient, "includefield": "all"}},
     )
     report["qido_series"] = orthanc.json(
         "POST", "/dicom-web/servers/svc/qido", {"Uri": f"/studies/{study}/series"}
