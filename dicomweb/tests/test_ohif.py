@@ -6,8 +6,10 @@ failed. The service runs as ``make run`` starts it (uvicorn, the worker), not th
 """
 
 import json
+import os
 import re
 from io import BytesIO
+from pathlib import Path
 
 import pytest
 from pydicom import dcmread
@@ -100,6 +102,8 @@ def test_ohif_lists_the_study_opens_it_and_draws_the_image(service, browser):
         page.get_by_text("OHIF check").first.wait_for()
         page.goto(f"{base}/viewer/viewer?StudyInstanceUIDs={study}")
         page.wait_for_function(DRAWN, timeout=60_000)
+        if os.environ.get("DICOM_SCREENSHOT_DIR"):
+            page.screenshot(path=str(Path(os.environ["DICOM_SCREENSHOT_DIR"]) / "ohif-study.png"))
     finally:
         context.close()
     assert not failures, json.dumps(failures[:10])
