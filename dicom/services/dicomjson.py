@@ -9,13 +9,17 @@ between them, e.g. ``7FE00010`` or ``00540016/0/00181074`` (:func:`parse_bulk_da
 
 from __future__ import annotations
 
+import base64
+import math
 import re
+import struct
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from pydicom import dcmread
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.tag import Tag
 
 from dicom.services.errors import DicomServiceError, FileNotFoundInServiceError
@@ -94,7 +98,11 @@ def _length(element: DataElement) -> int | None:
 
 
 def dataset_to_json(
-    ds: Dataset, *, bulk_data_uri: str, prefix: tuple[tuple[int, int], ...] = ()
+    ds: Dataset,
+    *,
+    bulk_data_uri: str,
+    prefix: tuple[tuple[int, int], ...] = (),
+    charset: str | None = "",
 ) -> dict[str, Any]:
     """``ds`` as a DICOM JSON object; binary values beyond the threshold as ``{bulk_data_uri}/<path>``.
 
@@ -103,6 +111,10 @@ def dataset_to_json(
     see them).
     """
     result: dict[str, Any] = {}
+    if 0x00080005 in ds:
+        charset = _text_encoding(ds.get("SpecificCharacterSet"))
+    elif charset == "":
+        charset = "latin-1"
     for tag in sorted(ds.keys()):
         if Tag(tag).group == 0x0002:
             continue
@@ -116,10 +128,20 @@ def dataset_to_json(
                 "BulkDataURI": f"{bulk_data_uri}/{BulkDataPath(prefix, int(tag))}",
             }
             continue
+        if isinstance(raw, RawDataElement) and raw.VR not in (None, "SQ") and charset is not None:
+            try:
+                fast = _raw_json(raw, charset)
+            except (ValueError, struct.error):
+                fast = None  # an invalid number string: pydicom's conversion decides
+            if fast is not None:
+                result[key] = fast
+                continue
         element = ds[tag]
         if element.VR == "SQ":
             items = [
-                dataset_to_json(item, bulk_data_uri=bulk_data_uri, prefix=(*prefix, (int(tag), index)))
+                dataset_to_json(
+                    item, bulk_data_uri=bulk_data_uri, prefix=(*prefix, (int(tag), index)), charset=charset
+                )
                 for index, item in enumerate(element.value)
             ]
             result[key] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
@@ -131,12 +153,138 @@ def dataset_to_json(
             }
             continue
         try:
-            result[key] = element.to_json_dict(None, BULK_DATA_THRESHOLD * 1024)
+            result[key] = _element_json(element)
         except Exception:
             # A value pydicom cannot convert (an invalid number string...) is sent as its VR only,
             # rather than losing the whole instance's metadata.
             result[key] = {"vr": element.VR}
     return result
+
+
+_STRING_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC", "UI", "UR", "UT"})
+_INT_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "IS"})
+_FLOAT_VRS = frozenset({"FL", "FD", "DS"})
+_PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
+
+
+def _values(element: DataElement) -> list:
+    value = element.value
+    if value is None or value == "" or value == b"":
+        return []
+    if isinstance(value, MultiValue | list | tuple):
+        return list(value)
+    return [value]
+
+
+def _person_name(value) -> dict[str, str] | None:
+    groups = str(value).split("=")
+    named = {name: group for name, group in zip(_PN_GROUPS, groups, strict=False) if group}
+    return named or None
+
+
+def _number(value, kind: type) -> int | float | None:
+    if value is None or value == "":
+        return None
+    number = kind(value)
+    if kind is float and not math.isfinite(number):
+        return None  # JSON has no NaN or infinity
+    if kind is float and number.is_integer() and abs(number) < 2**53:
+        return (
+            int(number)
+            if isinstance(value, str) and "." not in value and "e" not in value.lower()
+            else number
+        )
+    return number
+
+
+def _element_json(element: DataElement) -> dict[str, Any]:
+    """One non-sequence, non-bulk element as PS3.18 F.2.2 (strings, numbers, names, tags, inline binary).
+
+    The common VRs are converted here (pydicom's own ``to_json_dict`` checks more and is several
+    times slower: a 300-instance series' metadata is mostly this function); others go to pydicom.
+    """
+    vr = element.VR
+    if vr in BINARY_VRS:
+        value = element.value
+        return (
+            {"vr": vr, "InlineBinary": base64.b64encode(bytes(value)).decode("ascii")}
+            if value
+            else {"vr": vr}
+        )
+    values = _values(element)
+    if not values:
+        return {"vr": vr}
+    if vr in _STRING_VRS:
+        converted = [None if v == "" else str(v) for v in values]
+    elif vr in _INT_VRS:
+        converted = [_number(v, int) for v in values]
+    elif vr in _FLOAT_VRS:
+        converted = [_number(v, float) for v in values]
+    elif vr == "PN":
+        converted = [_person_name(v) for v in values]
+    elif vr == "AT":
+        converted = [f"{int(v):08X}" for v in values]
+    else:
+        return element.to_json_dict(None, BULK_DATA_THRESHOLD * 1024)
+    return {"vr": vr, "Value": converted}
+
+
+_TEXT_VRS = frozenset({"LT", "ST", "UT"})
+_SINGLE_VALUED = frozenset({"LT", "ST", "UT", "UR"})
+_BINARY_NUMBERS = {"US": "H", "SS": "h", "UL": "L", "SL": "l", "FL": "f", "FD": "d", "UV": "Q", "SV": "q"}
+
+
+def _text_encoding(value) -> str | None:
+    """The Python codec of a Specific Character Set this module decodes itself; None for the others."""
+    if value in (None, "", "ISO_IR 6"):
+        return "latin-1"  # ASCII; latin-1 never fails on a stray byte
+    if value == "ISO_IR 100":
+        return "latin-1"
+    if value == "ISO_IR 192":
+        return "utf-8"
+    return None  # ISO 2022 code extensions and the rest: pydicom's own decoding
+
+
+def _raw_json(raw: RawDataElement, encoding: str) -> dict[str, Any] | None:
+    """A raw (unconverted) element straight from its bytes, for the common VRs; None to let pydicom do it.
+
+    Converting through ``Dataset.__getitem__`` costs more than everything else of the metadata
+    (each element is converted, validated and stored back); these VRs need none of that.
+    """
+    vr, data = raw.VR, raw.value
+    if data is None:
+        return None
+    if not data:
+        return {"vr": vr}
+    if vr in _BINARY_NUMBERS:
+        code = _BINARY_NUMBERS[vr]
+        size = struct.calcsize(f"<{code}")
+        if len(data) % size:
+            return None
+        order = "<" if raw.is_little_endian else ">"
+        values = list(struct.unpack(f"{order}{len(data) // size}{code}", data))
+        if vr in ("FL", "FD"):
+            values = [v if math.isfinite(v) else None for v in values]
+        return {"vr": vr, "Value": values}
+    if vr == "PN" or vr in _STRING_VRS or vr in _INT_VRS or vr in _FLOAT_VRS:
+        text = data.decode(encoding, errors="replace")
+        pieces = [text] if vr in _SINGLE_VALUED else text.split("\\")
+        if vr in _TEXT_VRS:
+            pieces = [piece.rstrip(" \x00") for piece in pieces]
+        else:
+            pieces = [piece.strip(" \x00") for piece in pieces]
+        if vr in _INT_VRS:
+            converted = [int(piece) if piece else None for piece in pieces]
+        elif vr in _FLOAT_VRS:
+            converted = [_number(piece, float) for piece in pieces]
+        elif vr == "PN":
+            converted = [_person_name(piece) for piece in pieces]
+        else:
+            converted = [piece or None for piece in pieces]
+        if all(value is None for value in converted):
+            return {"vr": vr}
+        return {"vr": vr, "Value": converted}
+    return None
 
 
 def instance_json(fp: BinaryIO, *, bulk_data_uri: str, transfer_syntax_uid: str) -> dict[str, Any]:
