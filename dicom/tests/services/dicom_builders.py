@@ -496,3 +496,19 @@ def _store_frames(ds, frames: np.ndarray, *, photometric: str, syntax: str) -> N
         ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
         ds.LossyImageCompression = "01"
         ds.LossyImageCompressionMethod = "ISO_10918_1"
+
+
+def search_instance(*, study_uid: str | None = None, series_uid: str | None = None, **attributes) -> bytes:
+    """CT_small.dcm as Part 10 bytes with fresh UIDs (or the study and series given) and
+    ``attributes`` set by keyword (``PatientName="Doe^Jane"``, ``StudyDate="20240105"``): one
+    instance to search for."""
+    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    ds.StudyInstanceUID = study_uid or generate_uid()
+    ds.SeriesInstanceUID = series_uid or generate_uid()
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
