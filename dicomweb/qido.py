@@ -163,7 +163,8 @@ def _includefield(values: list[str]) -> tuple[set[str], bool]:
                 continue
             keyword = attribute_keyword(name)
             if keyword is None:
-                raise SearchQueryError(f"includefield {_named(name)} is not an attribute keyword or tag")
+                # Not named back: it is a value the client sent, and could be anything.
+                raise SearchQueryError("includefield: a value is neither an attribute keyword nor a tag")
             include.add(keyword)
     return include, include_all
 

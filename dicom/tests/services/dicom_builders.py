@@ -513,3 +513,13 @@ def part10_bytes(dataset) -> bytes:
     buffer = io.BytesIO()
     dataset.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+def search_instance(*, study_uid: str | None = None, series_uid: str | None = None, **attributes) -> bytes:
+    """CT_small.dcm as Part 10 bytes with fresh UIDs (or the study and series given) and
+    ``attributes`` set by keyword (``PatientName="Doe^Jane"``, ``StudyDate="20240105"``): one
+    instance to search for."""
+    ds = fresh_instance("CT_small.dcm", study=study_uid, series=series_uid)
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    return part10_bytes(ds)
