@@ -117,7 +117,7 @@ bench-deps:
 	fi
 
 # Every benchmark, then the comparison with Orthanc (about 8 minutes on 2 cores; COMPARE_ARGS=--quick: 1).
-bench: bench-deps $(VENV)/.dev
+bench: bench-deps $(VENV)/.dev $(VIEWER)
 	for script in benchmarks/bench_*.py; do $(BIN)/python $$script || exit 1; done
 	$(BIN)/python benchmarks/compare_orthanc.py $(COMPARE_ARGS)
 

@@ -19,6 +19,7 @@ from pydicom.uid import generate_uid
 from dicom.tests.conftest import embedded_service
 from dicomweb import viewer
 from dicomweb.tests.conftest import DicomWebServer
+from dicomweb.tests.ohif import DRAWN
 
 pytestmark = [
     pytest.mark.slow,
@@ -27,21 +28,6 @@ pytestmark = [
 ]
 
 PASSWORD = "viewer-password-123"
-DRAWN = """
-() => {
-  const canvases = [...document.querySelectorAll('.cornerstone-canvas, [data-viewport-uid] canvas')];
-  for (const canvas of canvases) {
-    if (!canvas.width || !canvas.height) continue;
-    const context = canvas.getContext('2d');
-    if (!context) continue;
-    const { data } = context.getImageData(0, 0, canvas.width, canvas.height);
-    let lit = 0;
-    for (let i = 0; i < data.length; i += 4 * 7) if (data[i] + data[i + 1] + data[i + 2] > 60) lit++;
-    if (lit > 200) return true;
-  }
-  return false;
-}
-"""
 
 
 def _series(count: int) -> tuple[str, list[bytes]]:
