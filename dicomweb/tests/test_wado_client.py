@@ -3,6 +3,7 @@ service as ``make run`` starts it. Files are stored through the REST upload (raw
 
 from __future__ import annotations
 
+import http.client
 import io
 
 import numpy as np
@@ -171,3 +172,20 @@ def test_another_user_gets_404_and_staff_without_the_patient_data_permission_403
                 method(*args, **kwargs)
             assert refused.value.response.status_code == status
             assert set(refused.value.response.json()) == {"detail"}
+
+
+def test_two_accept_headers_are_read_together_over_the_wire(dicomweb_server):
+    ds = _store(dicomweb_server, "JPEG2000.dcm")
+    path = "/dicomweb/studies/{}/series/{}/instances/{}/frames/1".format(*_uids(ds))
+    conn = http.client.HTTPConnection("127.0.0.1", dicomweb_server.port, timeout=30)
+    conn.putrequest("GET", path)
+    conn.putheader("Authorization", f"Token {dicomweb_server.token}")
+    conn.putheader("Accept", 'multipart/related; type="image/jpeg"')  # not this syntax
+    conn.putheader("Accept", 'multipart/related; type="image/jp2"; q=0.5')
+    conn.endheaders()
+    response = conn.getresponse()
+    body = response.read()
+    conn.close()
+    assert response.status == 200, body
+    assert response.getheader("Content-Type").startswith('multipart/related; type="image/jp2"; boundary=')
+    assert get_frame(ds.PixelData, 0, number_of_frames=1) in body
