@@ -15,6 +15,10 @@ Decisions where the standard leaves a choice:
   Explicit VR Little Endian) is decoded native little-endian bytes, as the standard's default;
   ``transfer-syntax=*``, a ``type`` naming the codec (``image/jp2``...) or ``*/*`` is the stored
   codec stream (what viewers ask for: no server-side decoding).
+- A series or study asked in Explicit VR Little Endian is transcoded instance by instance as the
+  body is sent (one decoded instance in memory); the first is transcoded before the answer starts
+  (so one undecodable instance is a 406), a later one that fails to decode ends the body before
+  its closing boundary, which the client sees as an incomplete message.
 - Rendered and thumbnail of a series is its middle instance by Instance Number (first frame); of a
   study, that of its first series by Series Number. Several frames in one rendered request are
   refused (400): one image per request.

@@ -396,3 +396,29 @@ def test_rendered_refuses_bad_parameters_frames_and_media_types(api):
     assert response.status_code == 200
     response = api.get(f"{_url(f)}/rendered", HTTP_ACCEPT="image/gif")
     assert response.status_code == 406 and set(response.json()) == {"detail"}
+
+
+def test_multipart_framing_opens_each_part_with_the_boundary_and_closes_the_message():
+    from dicomweb.media import Part, multipart, multipart_content_type, new_boundary
+
+    boundary = new_boundary()
+    body = b"".join(multipart([Part("a/b", [b"one", b"two"]), Part("c/d", [b"\r\n--x"])], boundary))
+    assert (
+        body
+        == (
+            f"--{boundary}\r\nContent-Type: a/b\r\n\r\nonetwo\r\n"
+            f"--{boundary}\r\nContent-Type: c/d\r\n\r\n\r\n--x\r\n--{boundary}--\r\n"
+        ).encode()
+    )
+    assert multipart_content_type("a/b", boundary) == f'multipart/related; type="a/b"; boundary={boundary}'
+    assert new_boundary() != boundary
+
+
+def test_cached_metadata_follows_each_requests_own_service_root(api):
+    f = _store(api, CT)
+    plain = api.get(_url(f) + "/metadata").json()[0]["7FE00010"]["BulkDataURI"]
+    proxied = api.get(
+        _url(f) + "/metadata", HTTP_X_FORWARDED_PROTO="https", HTTP_X_FORWARDED_HOST="viewer.example.org"
+    ).json()[0]["7FE00010"]["BulkDataURI"]
+    assert plain.startswith("http://testserver/dicomweb/studies/")
+    assert proxied == plain.replace("http://testserver/", "https://viewer.example.org/")
