@@ -364,7 +364,7 @@ def _element_bulkdata(request, fp, where) -> HttpResponse:
 
 
 def _representative(files: list[DicomFile]) -> DicomFile:
-    """The first series (by Series Number), and in it the middle instance by Instance Number."""
+    """The first series with images (by Series Number), and in it the middle image by Instance Number."""
 
     def number(dicom_file: DicomFile, key: str) -> int:
         value = (dicom_file.metadata or {}).get(key)
@@ -373,9 +373,11 @@ def _representative(files: list[DicomFile]) -> DicomFile:
         except (TypeError, ValueError):
             return 2**31
 
-    first = min(files, key=lambda f: (number(f, "series_number"), f.series_instance_uid))
+    # Files whose header named no image size (reports, plans) are chosen only if nothing else is there.
+    images = [f for f in files if (f.metadata or {}).get("rows")] or files
+    first = min(images, key=lambda f: (number(f, "series_number"), f.series_instance_uid))
     series = sorted(
-        (f for f in files if f.series_instance_uid == first.series_instance_uid),
+        (f for f in images if f.series_instance_uid == first.series_instance_uid),
         key=lambda f: (number(f, "instance_number"), f.sop_instance_uid),
     )
     return series[(len(series) - 1) // 2]
