@@ -278,19 +278,38 @@ def frames(view, request, *, study: str, series: str, instance: str, frames: str
             raise not_acceptable(f"frames stored as {header.transfer_syntax}", offers)
         content_type, decode = chosen
         read = pixels.decoded_frame if decode else pixels.stored_frame
-        # Frames are read now (a few per request from a viewer): a frame that cannot be read is a
-        # status code, not a cut-off body.
-        parts = [Part(content_type, [read(fp, header, number)]) for number in numbers]
+        # The first frame is read now, so a frame that cannot be read or decoded is a status code
+        # rather than a cut-off body; the others are read as the body is sent.
+        first = read(fp, header, numbers[0])
     finally:
         fp.close()
     _touch(view, [dicom_file])
-    return _multipart_response(parts, content_type.split(";")[0])
+    parts = _frame_parts(dicom_file.storage_key, header, numbers, content_type, read, first)
+    return _multipart_response(parts, content_type.split(";")[0], stream=len(numbers) > 1)
 
 
-def _multipart_response(parts: list[Part], part_type: str) -> HttpResponse:
+def _frame_parts(
+    key: str, header: pixels.Frames, numbers, content_type: str, read, first: bytes
+) -> Iterator[Part]:
+    """One part per frame, read one at a time from a file of its own (the view's is closed by then)."""
+    yield Part(content_type, [first])
+    if len(numbers) == 1:
+        return
+    fp = storage.open_stored(key)
+    try:
+        for number in numbers[1:]:
+            yield Part(content_type, [read(fp, header, number)])
+    finally:
+        fp.close()
+
+
+def _multipart_response(parts: Iterable[Part], part_type: str, *, stream: bool = False) -> HttpResponse:
+    """One frame or value in memory, with its length; several streamed (a cine loop is gigabytes)."""
     boundary = new_boundary()
-    body = b"".join(multipart(parts, boundary))
-    return HttpResponse(body, content_type=multipart_content_type(part_type, boundary))
+    content_type = multipart_content_type(part_type, boundary)
+    if stream:
+        return StreamingHttpResponse(multipart(parts, boundary), content_type=content_type)
+    return HttpResponse(b"".join(multipart(parts, boundary)), content_type=content_type)
 
 
 # --- Bulk data ----------------------------------------------------------------------------------
@@ -304,7 +323,7 @@ def bulkdata(view, request, *, study: str, series: str, instance: str, path: str
     fp = storage.open_stored(dicom_file.storage_key)
     try:
         if not where.steps and where.tag in (0x7FE00010, 0x7FE00008, 0x7FE00009):
-            response = _pixel_bulkdata(request, fp, where.tag)
+            response = _pixel_bulkdata(request, fp, where.tag, dicom_file.storage_key)
         else:
             response = _element_bulkdata(request, fp, where)
     finally:
@@ -313,7 +332,7 @@ def bulkdata(view, request, *, study: str, series: str, instance: str, path: str
     return response
 
 
-def _pixel_bulkdata(request, fp, tag: int) -> HttpResponse:
+def _pixel_bulkdata(request, fp, tag: int, key: str) -> HttpResponse:
     try:
         header = pixels.read_frames_header(fp)
     except FileNotFoundInServiceError:
@@ -326,16 +345,16 @@ def _pixel_bulkdata(request, fp, tag: int) -> HttpResponse:
     if chosen is None:
         raise not_acceptable(f"pixel data stored as {header.transfer_syntax}", offers)
     content_type, decode = chosen
-    numbers = range(1, header.count + 1)
+    part_type = content_type.split(";")[0]
     if header.encapsulated or decode:
         read = pixels.decoded_frame if decode else pixels.stored_frame
-        parts = [Part(content_type, [read(fp, header, number)]) for number in numbers]
-    else:
-        # Native pixel data: the whole value in one part, as it lies in the file.
-        fp.seek(header.pixels.value_offset)
-        value = fp.read(min(header.pixels.length or 0, header.pixels.available))
-        parts = [Part(content_type, [value])]
-    return _multipart_response(parts, content_type.split(";")[0])
+        numbers = list(range(1, header.count + 1))
+        parts = _frame_parts(key, header, numbers, content_type, read, read(fp, header, 1))
+        return _multipart_response(parts, part_type, stream=len(numbers) > 1)
+    # Native pixel data: the whole value in one part, streamed from the file as it lies there.
+    length = min(header.pixels.length or 0, header.pixels.available)
+    value = pixels.blocks(storage.open_stored(key), start=header.pixels.value_offset, length=length)
+    return _multipart_response([Part(content_type, value)], part_type, stream=True)
 
 
 def _element_bulkdata(request, fp, where) -> HttpResponse:
