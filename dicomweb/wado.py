@@ -31,6 +31,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
+from urllib.parse import quote
 
 from django.http import HttpResponse, StreamingHttpResponse
 from pydicom import dcmread
@@ -87,10 +88,16 @@ def _touch(view, files: Iterable[DicomFile]) -> None:
 
 
 def _instance_url(root: str, dicom_file: DicomFile) -> str:
-    return (
-        f"{root}/studies/{dicom_file.study_instance_uid}/series/{dicom_file.series_instance_uid}"
-        f"/instances/{dicom_file.sop_instance_uid}"
+    # UIDs are digits and dots; quoting keeps a malformed one stored long ago from breaking the URL.
+    study, series, instance = (
+        quote(uid, safe="")
+        for uid in (
+            dicom_file.study_instance_uid,
+            dicom_file.series_instance_uid,
+            dicom_file.sop_instance_uid,
+        )
     )
+    return f"{root}/studies/{study}/series/{series}/instances/{instance}"
 
 
 def _stored_syntax(dicom_file: DicomFile) -> str:
