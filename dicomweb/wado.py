@@ -26,6 +26,7 @@ Decisions where the standard leaves a choice:
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
 import uuid
@@ -234,7 +235,24 @@ def metadata(view, request, *, study: str, series: str | None = None, instance: 
     token = _metadata_cache.token
     body = ",".join(_instance_metadata_text(f).replace(token, root) for f in files)
     _touch(view, files)
-    return HttpResponse(f"[{body}]", content_type=matches[0].offer.media_type)
+    data = f"[{body}]".encode()
+    response = HttpResponse(content_type=matches[0].offer.media_type)
+    response["Vary"] = "Accept-Encoding"
+    if len(data) > 8192 and _accepts_gzip(request):
+        # A series' metadata is megabytes of repetitive JSON: a tenth of it on the wire for ~5 ms/MB.
+        data = gzip.compress(data, compresslevel=1)
+        response["Content-Encoding"] = "gzip"
+    response.content = data
+    return response
+
+
+def _accepts_gzip(request) -> bool:
+    for coding in request.META.get("HTTP_ACCEPT_ENCODING", "").split(","):
+        name, _, params = coding.partition(";")
+        if name.strip().lower() in ("gzip", "*"):
+            q = params.strip().lower()
+            return not (q.startswith("q=") and q[2:].strip() in ("0", "0.0", "0.00", "0.000"))
+    return False
 
 
 # --- Frames -------------------------------------------------------------------------------------

@@ -422,3 +422,16 @@ def test_cached_metadata_follows_each_requests_own_service_root(api):
     ).json()[0]["7FE00010"]["BulkDataURI"]
     assert plain.startswith("http://testserver/dicomweb/studies/")
     assert proxied == plain.replace("http://testserver/", "https://viewer.example.org/")
+
+
+def test_large_metadata_is_gzipped_for_clients_that_accept_it(api):
+    import gzip
+
+    f = _store(api, CT)
+    plain = api.get(_url(f, "series") + "/metadata")
+    assert "Content-Encoding" not in plain and plain["Vary"] == "Accept-Encoding"
+    zipped = api.get(_url(f, "series") + "/metadata", HTTP_ACCEPT_ENCODING="br, gzip;q=0.8")
+    assert zipped["Content-Encoding"] == "gzip"
+    assert gzip.decompress(zipped.content) == plain.content
+    refused = api.get(_url(f, "series") + "/metadata", HTTP_ACCEPT_ENCODING="gzip;q=0")
+    assert "Content-Encoding" not in refused
