@@ -435,3 +435,30 @@ def test_large_metadata_is_gzipped_for_clients_that_accept_it(api):
     assert gzip.decompress(zipped.content) == plain.content
     refused = api.get(_url(f, "series") + "/metadata", HTTP_ACCEPT_ENCODING="gzip;q=0")
     assert "Content-Encoding" not in refused
+
+
+def test_staff_with_the_patient_data_permission_get_originals_and_refusals_are_audited(
+    api, staff_api, staff_user
+):
+    from django.contrib.auth.models import Permission
+
+    from dicom.api.authentication import clear_token_cache
+
+    original = _store(api, CT)
+    refused = staff_api.get(_url(original) + "/metadata")
+    assert refused.status_code == 403
+    row = AuditLog.objects.filter(action=AuditLog.Action.METADATA).latest("id")
+    assert (row.success, row.status_code) == (False, 403)
+    staff_user.user_permissions.add(
+        Permission.objects.get(codename="view_phi", content_type__app_label="dicom")
+    )
+    clear_token_cache()  # the API keeps a token's user (and its permissions) for a while
+    for suffix, accept in (
+        ("", DICOM_MULTIPART),
+        ("/metadata", "application/dicom+json"),
+        ("/rendered", "*/*"),
+    ):
+        response = staff_api.get(_url(original) + suffix, HTTP_ACCEPT=accept)
+        assert response.status_code == 200, (suffix, response.content)
+    row = AuditLog.objects.filter(action=AuditLog.Action.VIEW).latest("id")
+    assert row.success and f"instance:{original.sop_instance_uid}" in row.targets
