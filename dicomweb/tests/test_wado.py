@@ -462,3 +462,13 @@ def test_staff_with_the_patient_data_permission_get_originals_and_refusals_are_a
         assert response.status_code == 200, (suffix, response.content)
     row = AuditLog.objects.filter(action=AuditLog.Action.VIEW).latest("id")
     assert row.success and f"instance:{original.sop_instance_uid}" in row.targets
+
+
+def test_a_colour_frame_renders_as_rgb_and_a_window_leaves_it_alone(api):
+    f = _store(api, MULTIFRAME_RLE)
+    response = api.get(f"{_url(f)}/frames/2/rendered?window=0,1", HTTP_ACCEPT="image/png")
+    assert response.status_code == 200, response.content
+    image = Image.open(io.BytesIO(response.content))
+    assert image.mode == "RGB"
+    expected = dcmread(get_testdata_file(MULTIFRAME_RLE)).pixel_array[1]
+    assert np.array_equal(np.asarray(image), expected)
