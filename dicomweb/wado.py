@@ -289,13 +289,37 @@ def _frames_representation(matches: list[Match], frames: pixels.Frames) -> tuple
     return None
 
 
+# The headers of the multi-frame instances whose frames were asked last, in this process: a viewer
+# asks a cine loop or an enhanced CT one frame per request, and such a header (per-frame functional
+# groups) can take longer to read than the frame.
+_MULTIFRAME_HEADERS: OrderedDict[str, pixels.Frames] = OrderedDict()
+_MULTIFRAME_HEADERS_KEPT = 32
+_multiframe_lock = threading.Lock()
+
+
+def _frames_header(dicom_file: DicomFile, fp) -> pixels.Frames:
+    key = f"{dicom_file.id}:{dicom_file.storage_key}"
+    with _multiframe_lock:
+        header = _MULTIFRAME_HEADERS.get(key)
+        if header is not None:
+            _MULTIFRAME_HEADERS.move_to_end(key)
+            return header
+    header = pixels.read_frames_header(fp)
+    if header.count > 1:
+        with _multiframe_lock:
+            _MULTIFRAME_HEADERS[key] = header
+            while len(_MULTIFRAME_HEADERS) > _MULTIFRAME_HEADERS_KEPT:
+                _MULTIFRAME_HEADERS.popitem(last=False)
+    return header
+
+
 def frames(view, request, *, study: str, series: str, instance: str, frames: str):
     """Frames ``1,2,...`` of an instance as ``multipart/related``, one part per frame, in the order asked."""
     numbers = pixels.parse_frame_list(frames)
     dicom_file = _one_instance(request, study=study, series=series, instance=instance)
     fp = storage.open_stored(dicom_file.storage_key)
     try:
-        header = pixels.read_frames_header(fp)
+        header = _frames_header(dicom_file, fp)
         pixels.check_frame_numbers(header, numbers)
         offers = _pixel_offers(header.transfer_syntax, header.encapsulated)
         chosen = _frames_representation(negotiate(_accept(request), offers), header)

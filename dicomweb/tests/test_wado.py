@@ -472,3 +472,16 @@ def test_a_colour_frame_renders_as_rgb_and_a_window_leaves_it_alone(api):
     assert image.mode == "RGB"
     expected = dcmread(get_testdata_file(MULTIFRAME_RLE)).pixel_array[1]
     assert np.array_equal(np.asarray(image), expected)
+
+
+def test_frames_of_a_multi_frame_instance_asked_one_by_one_are_each_right(api):
+    f = _store(api, MULTIFRAME_NATIVE)
+    array = dcmread(get_testdata_file(MULTIFRAME_NATIVE)).pixel_array
+    for number in (5, 1, 15, 5):  # the header is read once, then kept
+        response = api.get(
+            f"{_url(f)}/frames/{number}", HTTP_ACCEPT="multipart/related; type=application/octet-stream"
+        )
+        [(_, payload)] = _parts(response)
+        assert payload == array[number - 1].astype(array.dtype.newbyteorder("<")).tobytes()
+    response = api.get(f"{_url(f)}/frames/16")
+    assert response.status_code == 404
