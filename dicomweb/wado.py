@@ -15,6 +15,10 @@ Decisions where the standard leaves a choice:
   Explicit VR Little Endian) is decoded native little-endian bytes, as the standard's default;
   ``transfer-syntax=*``, a ``type`` naming the codec (``image/jp2``...) or ``*/*`` is the stored
   codec stream (what viewers ask for: no server-side decoding).
+- A series or study asked in Explicit VR Little Endian is transcoded instance by instance as the
+  body is sent (one decoded instance in memory); the first is transcoded before the answer starts
+  (so one undecodable instance is a 406), a later one that fails to decode ends the body before
+  its closing boundary, which the client sees as an incomplete message.
 - Rendered and thumbnail of a series is its middle instance by Instance Number (first frame); of a
   study, that of its first series by Series Number. Several frames in one rendered request are
   refused (400): one image per request.
@@ -22,11 +26,13 @@ Decisions where the standard leaves a choice:
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
+from urllib.parse import quote
 
 from django.http import HttpResponse, StreamingHttpResponse
 from pydicom import dcmread
@@ -83,10 +89,16 @@ def _touch(view, files: Iterable[DicomFile]) -> None:
 
 
 def _instance_url(root: str, dicom_file: DicomFile) -> str:
-    return (
-        f"{root}/studies/{dicom_file.study_instance_uid}/series/{dicom_file.series_instance_uid}"
-        f"/instances/{dicom_file.sop_instance_uid}"
+    # UIDs are digits and dots; quoting keeps a malformed one stored long ago from breaking the URL.
+    study, series, instance = (
+        quote(uid, safe="")
+        for uid in (
+            dicom_file.study_instance_uid,
+            dicom_file.series_instance_uid,
+            dicom_file.sop_instance_uid,
+        )
     )
+    return f"{root}/studies/{study}/series/{series}/instances/{instance}"
 
 
 def _stored_syntax(dicom_file: DicomFile) -> str:
@@ -223,7 +235,24 @@ def metadata(view, request, *, study: str, series: str | None = None, instance: 
     token = _metadata_cache.token
     body = ",".join(_instance_metadata_text(f).replace(token, root) for f in files)
     _touch(view, files)
-    return HttpResponse(f"[{body}]", content_type=matches[0].offer.media_type)
+    data = f"[{body}]".encode()
+    response = HttpResponse(content_type=matches[0].offer.media_type)
+    response["Vary"] = "Accept-Encoding"
+    if len(data) > 8192 and _accepts_gzip(request):
+        # A series' metadata is megabytes of repetitive JSON: a tenth of it on the wire for ~5 ms/MB.
+        data = gzip.compress(data, compresslevel=1)
+        response["Content-Encoding"] = "gzip"
+    response.content = data
+    return response
+
+
+def _accepts_gzip(request) -> bool:
+    for coding in request.META.get("HTTP_ACCEPT_ENCODING", "").split(","):
+        name, _, params = coding.partition(";")
+        if name.strip().lower() in ("gzip", "*"):
+            q = params.strip().lower()
+            return not (q.startswith("q=") and q[2:].strip() in ("0", "0.0", "0.00", "0.000"))
+    return False
 
 
 # --- Frames -------------------------------------------------------------------------------------
@@ -260,13 +289,37 @@ def _frames_representation(matches: list[Match], frames: pixels.Frames) -> tuple
     return None
 
 
+# The headers of the multi-frame instances whose frames were asked last, in this process: a viewer
+# asks a cine loop or an enhanced CT one frame per request, and such a header (per-frame functional
+# groups) can take longer to read than the frame.
+_MULTIFRAME_HEADERS: OrderedDict[str, pixels.Frames] = OrderedDict()
+_MULTIFRAME_HEADERS_KEPT = 32
+_multiframe_lock = threading.Lock()
+
+
+def _frames_header(dicom_file: DicomFile, fp) -> pixels.Frames:
+    key = f"{dicom_file.id}:{dicom_file.storage_key}"
+    with _multiframe_lock:
+        header = _MULTIFRAME_HEADERS.get(key)
+        if header is not None:
+            _MULTIFRAME_HEADERS.move_to_end(key)
+            return header
+    header = pixels.read_frames_header(fp)
+    if header.count > 1:
+        with _multiframe_lock:
+            _MULTIFRAME_HEADERS[key] = header
+            while len(_MULTIFRAME_HEADERS) > _MULTIFRAME_HEADERS_KEPT:
+                _MULTIFRAME_HEADERS.popitem(last=False)
+    return header
+
+
 def frames(view, request, *, study: str, series: str, instance: str, frames: str):
     """Frames ``1,2,...`` of an instance as ``multipart/related``, one part per frame, in the order asked."""
     numbers = pixels.parse_frame_list(frames)
     dicom_file = _one_instance(request, study=study, series=series, instance=instance)
     fp = storage.open_stored(dicom_file.storage_key)
     try:
-        header = pixels.read_frames_header(fp)
+        header = _frames_header(dicom_file, fp)
         pixels.check_frame_numbers(header, numbers)
         offers = _pixel_offers(header.transfer_syntax, header.encapsulated)
         chosen = _frames_representation(negotiate(_accept(request), offers), header)
@@ -274,19 +327,38 @@ def frames(view, request, *, study: str, series: str, instance: str, frames: str
             raise not_acceptable(f"frames stored as {header.transfer_syntax}", offers)
         content_type, decode = chosen
         read = pixels.decoded_frame if decode else pixels.stored_frame
-        # Frames are read now (a few per request from a viewer): a frame that cannot be read is a
-        # status code, not a cut-off body.
-        parts = [Part(content_type, [read(fp, header, number)]) for number in numbers]
+        # The first frame is read now, so a frame that cannot be read or decoded is a status code
+        # rather than a cut-off body; the others are read as the body is sent.
+        first = read(fp, header, numbers[0])
     finally:
         fp.close()
     _touch(view, [dicom_file])
-    return _multipart_response(parts, content_type.split(";")[0])
+    parts = _frame_parts(dicom_file.storage_key, header, numbers, content_type, read, first)
+    return _multipart_response(parts, content_type.split(";")[0], stream=len(numbers) > 1)
 
 
-def _multipart_response(parts: list[Part], part_type: str) -> HttpResponse:
+def _frame_parts(
+    key: str, header: pixels.Frames, numbers, content_type: str, read, first: bytes
+) -> Iterator[Part]:
+    """One part per frame, read one at a time from a file of its own (the view's is closed by then)."""
+    yield Part(content_type, [first])
+    if len(numbers) == 1:
+        return
+    fp = storage.open_stored(key)
+    try:
+        for number in numbers[1:]:
+            yield Part(content_type, [read(fp, header, number)])
+    finally:
+        fp.close()
+
+
+def _multipart_response(parts: Iterable[Part], part_type: str, *, stream: bool = False) -> HttpResponse:
+    """One frame or value in memory, with its length; several streamed (a cine loop is gigabytes)."""
     boundary = new_boundary()
-    body = b"".join(multipart(parts, boundary))
-    return HttpResponse(body, content_type=multipart_content_type(part_type, boundary))
+    content_type = multipart_content_type(part_type, boundary)
+    if stream:
+        return StreamingHttpResponse(multipart(parts, boundary), content_type=content_type)
+    return HttpResponse(b"".join(multipart(parts, boundary)), content_type=content_type)
 
 
 # --- Bulk data ----------------------------------------------------------------------------------
@@ -300,7 +372,7 @@ def bulkdata(view, request, *, study: str, series: str, instance: str, path: str
     fp = storage.open_stored(dicom_file.storage_key)
     try:
         if not where.steps and where.tag in (0x7FE00010, 0x7FE00008, 0x7FE00009):
-            response = _pixel_bulkdata(request, fp, where.tag)
+            response = _pixel_bulkdata(request, fp, where.tag, dicom_file.storage_key)
         else:
             response = _element_bulkdata(request, fp, where)
     finally:
@@ -309,7 +381,7 @@ def bulkdata(view, request, *, study: str, series: str, instance: str, path: str
     return response
 
 
-def _pixel_bulkdata(request, fp, tag: int) -> HttpResponse:
+def _pixel_bulkdata(request, fp, tag: int, key: str) -> HttpResponse:
     try:
         header = pixels.read_frames_header(fp)
     except FileNotFoundInServiceError:
@@ -322,16 +394,16 @@ def _pixel_bulkdata(request, fp, tag: int) -> HttpResponse:
     if chosen is None:
         raise not_acceptable(f"pixel data stored as {header.transfer_syntax}", offers)
     content_type, decode = chosen
-    numbers = range(1, header.count + 1)
+    part_type = content_type.split(";")[0]
     if header.encapsulated or decode:
         read = pixels.decoded_frame if decode else pixels.stored_frame
-        parts = [Part(content_type, [read(fp, header, number)]) for number in numbers]
-    else:
-        # Native pixel data: the whole value in one part, as it lies in the file.
-        fp.seek(header.pixels.value_offset)
-        value = fp.read(min(header.pixels.length or 0, header.pixels.available))
-        parts = [Part(content_type, [value])]
-    return _multipart_response(parts, content_type.split(";")[0])
+        numbers = list(range(1, header.count + 1))
+        parts = _frame_parts(key, header, numbers, content_type, read, read(fp, header, 1))
+        return _multipart_response(parts, part_type, stream=len(numbers) > 1)
+    # Native pixel data: the whole value in one part, streamed from the file as it lies there.
+    length = min(header.pixels.length or 0, header.pixels.available)
+    value = pixels.blocks(storage.open_stored(key), start=header.pixels.value_offset, length=length)
+    return _multipart_response([Part(content_type, value)], part_type, stream=True)
 
 
 def _element_bulkdata(request, fp, where) -> HttpResponse:
@@ -360,7 +432,7 @@ def _element_bulkdata(request, fp, where) -> HttpResponse:
 
 
 def _representative(files: list[DicomFile]) -> DicomFile:
-    """The first series (by Series Number), and in it the middle instance by Instance Number."""
+    """The first series with images (by Series Number), and in it the middle image by Instance Number."""
 
     def number(dicom_file: DicomFile, key: str) -> int:
         value = (dicom_file.metadata or {}).get(key)
@@ -369,9 +441,11 @@ def _representative(files: list[DicomFile]) -> DicomFile:
         except (TypeError, ValueError):
             return 2**31
 
-    first = min(files, key=lambda f: (number(f, "series_number"), f.series_instance_uid))
+    # Files whose header named no image size (reports, plans) are chosen only if nothing else is there.
+    images = [f for f in files if (f.metadata or {}).get("rows")] or files
+    first = min(images, key=lambda f: (number(f, "series_number"), f.series_instance_uid))
     series = sorted(
-        (f for f in files if f.series_instance_uid == first.series_instance_uid),
+        (f for f in images if f.series_instance_uid == first.series_instance_uid),
         key=lambda f: (number(f, "instance_number"), f.sop_instance_uid),
     )
     return series[(len(series) - 1) // 2]

@@ -20,7 +20,6 @@ from pydicom import dcmread
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pydicom.tag import Tag
 
 from dicom.services.errors import DicomServiceError, FileNotFoundInServiceError
 from dicom.services.rendering import pixel_element_at
@@ -115,20 +114,21 @@ def dataset_to_json(
         charset = _text_encoding(ds.get("SpecificCharacterSet"))
     elif charset == "":
         charset = "latin-1"
-    for tag in sorted(ds.keys()):
-        if Tag(tag).group == 0x0002:
+    # Dataset.items() gives the elements as read, unconverted: converting each through ds[tag]
+    # costs more than everything else here.
+    for tag, raw in sorted(ds.items(), key=lambda pair: pair[0]):
+        if tag >> 16 == 0x0002:
             continue
-        raw = ds.get_item(tag)
-        key = f"{int(tag):08X}"
+        key = f"{tag:08X}"
+        is_raw = isinstance(raw, RawDataElement)
         # A deferred element (value beyond defer_size) is converted without loading its value.
-        deferred = isinstance(raw, RawDataElement) and raw.value is None
-        if deferred and (raw.VR in BINARY_VRS or raw.VR is None):
+        if is_raw and raw.value is None and (raw.VR in BINARY_VRS or raw.VR is None):
             result[key] = {
                 "vr": raw.VR or "UN",
                 "BulkDataURI": f"{bulk_data_uri}/{BulkDataPath(prefix, int(tag))}",
             }
             continue
-        if isinstance(raw, RawDataElement) and raw.VR not in (None, "SQ") and charset is not None:
+        if is_raw and raw.VR not in (None, "SQ") and charset is not None:
             try:
                 fast = _raw_json(raw, charset)
             except (ValueError, struct.error):

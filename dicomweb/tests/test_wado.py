@@ -396,3 +396,92 @@ def test_rendered_refuses_bad_parameters_frames_and_media_types(api):
     assert response.status_code == 200
     response = api.get(f"{_url(f)}/rendered", HTTP_ACCEPT="image/gif")
     assert response.status_code == 406 and set(response.json()) == {"detail"}
+
+
+def test_multipart_framing_opens_each_part_with_the_boundary_and_closes_the_message():
+    from dicomweb.media import Part, multipart, multipart_content_type, new_boundary
+
+    boundary = new_boundary()
+    body = b"".join(multipart([Part("a/b", [b"one", b"two"]), Part("c/d", [b"\r\n--x"])], boundary))
+    assert (
+        body
+        == (
+            f"--{boundary}\r\nContent-Type: a/b\r\n\r\nonetwo\r\n"
+            f"--{boundary}\r\nContent-Type: c/d\r\n\r\n\r\n--x\r\n--{boundary}--\r\n"
+        ).encode()
+    )
+    assert multipart_content_type("a/b", boundary) == f'multipart/related; type="a/b"; boundary={boundary}'
+    assert new_boundary() != boundary
+
+
+def test_cached_metadata_follows_each_requests_own_service_root(api):
+    f = _store(api, CT)
+    plain = api.get(_url(f) + "/metadata").json()[0]["7FE00010"]["BulkDataURI"]
+    proxied = api.get(
+        _url(f) + "/metadata", HTTP_X_FORWARDED_PROTO="https", HTTP_X_FORWARDED_HOST="viewer.example.org"
+    ).json()[0]["7FE00010"]["BulkDataURI"]
+    assert plain.startswith("http://testserver/dicomweb/studies/")
+    assert proxied == plain.replace("http://testserver/", "https://viewer.example.org/")
+
+
+def test_large_metadata_is_gzipped_for_clients_that_accept_it(api):
+    import gzip
+
+    f = _store(api, CT)
+    plain = api.get(_url(f, "series") + "/metadata")
+    assert "Content-Encoding" not in plain and plain["Vary"] == "Accept-Encoding"
+    zipped = api.get(_url(f, "series") + "/metadata", HTTP_ACCEPT_ENCODING="br, gzip;q=0.8")
+    assert zipped["Content-Encoding"] == "gzip"
+    assert gzip.decompress(zipped.content) == plain.content
+    refused = api.get(_url(f, "series") + "/metadata", HTTP_ACCEPT_ENCODING="gzip;q=0")
+    assert "Content-Encoding" not in refused
+
+
+def test_staff_with_the_patient_data_permission_get_originals_and_refusals_are_audited(
+    api, staff_api, staff_user
+):
+    from django.contrib.auth.models import Permission
+
+    from dicom.api.authentication import clear_token_cache
+
+    original = _store(api, CT)
+    refused = staff_api.get(_url(original) + "/metadata")
+    assert refused.status_code == 403
+    row = AuditLog.objects.filter(action=AuditLog.Action.METADATA).latest("id")
+    assert (row.success, row.status_code) == (False, 403)
+    staff_user.user_permissions.add(
+        Permission.objects.get(codename="view_phi", content_type__app_label="dicom")
+    )
+    clear_token_cache()  # the API keeps a token's user (and its permissions) for a while
+    for suffix, accept in (
+        ("", DICOM_MULTIPART),
+        ("/metadata", "application/dicom+json"),
+        ("/rendered", "*/*"),
+    ):
+        response = staff_api.get(_url(original) + suffix, HTTP_ACCEPT=accept)
+        assert response.status_code == 200, (suffix, response.content)
+    row = AuditLog.objects.filter(action=AuditLog.Action.VIEW).latest("id")
+    assert row.success and f"instance:{original.sop_instance_uid}" in row.targets
+
+
+def test_a_colour_frame_renders_as_rgb_and_a_window_leaves_it_alone(api):
+    f = _store(api, MULTIFRAME_RLE)
+    response = api.get(f"{_url(f)}/frames/2/rendered?window=0,1", HTTP_ACCEPT="image/png")
+    assert response.status_code == 200, response.content
+    image = Image.open(io.BytesIO(response.content))
+    assert image.mode == "RGB"
+    expected = dcmread(get_testdata_file(MULTIFRAME_RLE)).pixel_array[1]
+    assert np.array_equal(np.asarray(image), expected)
+
+
+def test_frames_of_a_multi_frame_instance_asked_one_by_one_are_each_right(api):
+    f = _store(api, MULTIFRAME_NATIVE)
+    array = dcmread(get_testdata_file(MULTIFRAME_NATIVE)).pixel_array
+    for number in (5, 1, 15, 5):  # the header is read once, then kept
+        response = api.get(
+            f"{_url(f)}/frames/{number}", HTTP_ACCEPT="multipart/related; type=application/octet-stream"
+        )
+        [(_, payload)] = _parts(response)
+        assert payload == array[number - 1].astype(array.dtype.newbyteorder("<")).tobytes()
+    response = api.get(f"{_url(f)}/frames/16")
+    assert response.status_code == 404
