@@ -179,6 +179,8 @@ class _MetadataCache:
     A stored file never changes (a new upload is a new file), so its JSON is reusable as long as
     the service root is left out: it is stored with a random token in its place, replaced per
     request. Re-opening a viewer on a series then costs string joins instead of 300 header reads.
+    Only de-identified files are kept: an original's header is patient data, and patient data is
+    not kept in a process's memory beyond the request that read it.
     """
 
     def __init__(self, max_chars: int) -> None:
@@ -220,7 +222,8 @@ def _instance_metadata_text(dicom_file: DicomFile) -> str:
                 transfer_syntax_uid=dicom_file.transfer_syntax_uid,
             )
         text = json.dumps(instance, separators=(",", ":"))
-        _metadata_cache.put(key, text)
+        if dicom_file.anonymized:
+            _metadata_cache.put(key, text)
     return text
 
 
@@ -291,7 +294,7 @@ def _frames_representation(matches: list[Match], frames: pixels.Frames) -> tuple
 
 # The headers of the multi-frame instances whose frames were asked last, in this process: a viewer
 # asks a cine loop or an enhanced CT one frame per request, and such a header (per-frame functional
-# groups) can take longer to read than the frame.
+# groups) can take longer to read than the frame. De-identified files only, as the metadata above.
 _MULTIFRAME_HEADERS: OrderedDict[str, pixels.Frames] = OrderedDict()
 _MULTIFRAME_HEADERS_KEPT = 32
 _multiframe_lock = threading.Lock()
@@ -305,7 +308,7 @@ def _frames_header(dicom_file: DicomFile, fp) -> pixels.Frames:
             _MULTIFRAME_HEADERS.move_to_end(key)
             return header
     header = pixels.read_frames_header(fp)
-    if header.count > 1:
+    if header.count > 1 and dicom_file.anonymized:
         with _multiframe_lock:
             _MULTIFRAME_HEADERS[key] = header
             while len(_MULTIFRAME_HEADERS) > _MULTIFRAME_HEADERS_KEPT:
