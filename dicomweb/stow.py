@@ -46,6 +46,7 @@ from __future__ import annotations
 import json
 
 import pydicom
+import pydicom.filereader
 from django.conf import settings
 from django.http import HttpResponse
 from rest_framework.exceptions import ValidationError
@@ -150,22 +151,60 @@ class _Outcome:
 
 
 def _store_parts(parts: StagedParts, *, actor: Actor, user, study: str | None, data: dict) -> list[_Outcome]:
-    return [_store_part(part, actor=actor, user=user, study=study, data=data) for part in parts.parts]
+    have = {} if data["anonymize"] else _already_stored(parts, user)
+    outcomes = []
+    for part in parts.parts:
+        outcome = _store_part(part, actor=actor, study=study, data=data, have=have)
+        if outcome.dicom_file is not None and not data["anonymize"]:
+            have[outcome.dicom_file.sha256] = outcome.dicom_file  # the same bytes twice in one body
+        outcomes.append(outcome)
+    return outcomes
 
 
-def _store_part(part: StagedPart, *, actor: Actor, user, study: str | None, data: dict) -> _Outcome:
+def _already_stored(parts: StagedParts, user) -> dict[str, DicomFile]:
+    """The instances of ``parts`` the user already has, by SHA-256: one query for the whole body.
+
+    A part's SOP Instance UID is read from its file meta (Media Storage SOP Instance UID, a few
+    hundred bytes), which finds it by the indexed UID column; only a file that is the newest of
+    that UID with the part's very bytes counts (a meta UID that differs from the dataset's finds
+    nothing, and the part is stored as any other).
+    """
+    wanted: dict[str, str] = {}
+    for part in parts.parts:
+        if part.upload is not None:
+            uid = _meta_instance_uid(part.upload.path)
+            if uid:
+                wanted[part.upload.sha256] = uid
+    if not wanted:
+        return {}
+    files = selectors.instances(user).filter(
+        sop_instance_uid__in=set(wanted.values()), sha256__in=set(wanted)
+    )
+    return {f.sha256: f for f in files if wanted.get(f.sha256) == f.sop_instance_uid}
+
+
+def _meta_instance_uid(path) -> str:
+    try:
+        meta = pydicom.filereader.read_file_meta_info(path)
+    except Exception:  # not DICOM, or a broken meta group: validation will say so
+        return ""
+    return str(meta.get("MediaStorageSOPInstanceUID", "") or "")
+
+
+def _store_part(
+    part: StagedPart, *, actor: Actor, study: str | None, data: dict, have: dict[str, DicomFile]
+) -> _Outcome:
     if part.upload is None:
         reason = OUT_OF_RESOURCES if part.failure_kind == "resources" else CANNOT_UNDERSTAND
         status = 413 if reason == OUT_OF_RESOURCES else 400
         refused(actor=actor, action=AuditLog.Action.UPLOAD, error=_PartError(part.failure, status))
         return _Outcome(reason=reason)
     upload = part.upload
-    if not data["anonymize"]:
-        existing = selectors.instances(user).filter(sha256=upload.sha256).order_by("-created_at").first()
-        if existing is not None and (study is None or existing.study_instance_uid == study):
-            with operation(actor=actor, action=AuditLog.Action.UPLOAD, file_id=existing.id) as op:
-                op.succeed(reason="already stored (same SOP Instance UID and bytes): not stored again")
-            return _Outcome(dicom_file=existing)
+    existing = have.get(upload.sha256)
+    if existing is not None and (study is None or existing.study_instance_uid == study):
+        with operation(actor=actor, action=AuditLog.Action.UPLOAD, file_id=existing.id) as op:
+            op.succeed(reason="already stored (same SOP Instance UID and bytes): not stored again")
+        return _Outcome(dicom_file=existing)
     seen: dict[str, str] = {}
 
     def check(header: pydicom.Dataset) -> None:

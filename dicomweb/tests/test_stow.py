@@ -361,3 +361,12 @@ def test_the_same_uid_with_other_bytes_is_a_new_version_and_another_users_copy_i
     # Another user sending the first bytes stores their own copy: they do not "have" alice's.
     assert stow(other_api, body(payload)).status_code == 200
     assert DicomFile.objects.filter(sop_instance_uid=dataset.SOPInstanceUID).count() == 3
+
+
+def test_the_same_bytes_twice_in_one_body_are_stored_once(api):
+    payload = part10_bytes(fresh_instance())
+    response = stow(api, body(payload, payload))
+    assert response.status_code == 200
+    first, second = referenced(response)
+    assert first == second
+    assert DicomFile.objects.count() == 1
