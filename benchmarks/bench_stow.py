@@ -6,7 +6,8 @@ instances/s of:
   1. POST /api/dicom/upload with the file as the body (Content-Type: application/dicom), 1 per request;
   2. POST /dicomweb/studies (multipart/related; type="application/dicom"), 1 instance per request;
   3. the same with 50 instances per request.
-Every instance sent is distinct (pydicom's CT_small.dcm with its SOP Instance UID rewritten in place,
+and the server's CPU time (all its processes, user + system) per instance stored, a figure the
+machine's other load disturbs less than the rates. Every instance sent is distinct (pydicom's CT_small.dcm with its SOP Instance UID rewritten in place,
 same length), so STOW-RS's idempotent re-store never short-cuts a request.
 
 Usage: .venv/bin/python benchmarks/bench_stow.py [--seconds 10] [--port 8766] [--file CT_small.dcm]
@@ -16,12 +17,14 @@ import argparse
 import http.client
 import itertools
 import json
+import os
 import sys
 import threading
 import time
 from pathlib import Path
 
 import pydicom
+from bench_upload import children_of
 from pydicom.data import get_testdata_file
 from service import running_service
 
@@ -83,6 +86,18 @@ def stow(per_request: int):
     return send
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time so far of the processes ``pids`` (the server's), in seconds."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def run_clients(port: int, token: str, send, payloads: Payloads, clients: int, seconds: float):
     """``clients`` threads sending for ``seconds``: (instances stored, failed requests, elapsed)."""
     stored = [0] * clients
@@ -130,22 +145,44 @@ def main() -> None:
     with running_service(port=args.port) as service:
         run_clients(args.port, service.token, rest_raw, payloads, 2, 2)  # warm up the workers
         run_clients(args.port, service.token, stow(5), payloads, 2, 2)
+        pids = [service.process.pid, *children_of(service.process.pid)]
         best: dict[tuple[str, int], float] = {}
+        cpu: dict[tuple[str, int], float] = {}
         for _ in range(args.rounds):
             for clients in (1, 4):
                 for mode, send in modes.items():
+                    before = cpu_seconds(pids)
                     done, failed, elapsed = run_clients(
                         args.port, service.token, send, payloads, clients, args.seconds
                     )
+                    used = cpu_seconds(pids) - before
                     if failed:
                         print(f"  {mode}, {clients} client(s): {failed} requests failed")
                     rate = done / elapsed
                     best[(mode, clients)] = max(rate, best.get((mode, clients), 0.0))
-        print(f"{args.file} ({len(payloads.base)} bytes), instances/s (best of {args.rounds} x {args.seconds:g} s):")
-        print(f"  {'':32} {'1 client':>10} {'4 clients':>10}")
+                    per_instance = 1000 * used / max(done, 1)
+                    cpu[(mode, clients)] = min(per_instance, cpu.get((mode, clients), per_instance))
+        print(
+            f"{args.file} ({len(payloads.base)} bytes), best of {args.rounds} rounds of {args.seconds:g} s:"
+        )
+        print(f"  {'':28} {'instances/s':>24} {'server CPU ms/instance':>26}")
+        print(f"  {'':28} {'1 client':>11} {'4 clients':>12} {'1 client':>12} {'4 clients':>13}")
         for mode in modes:
-            print(f"  {mode:32} {best[(mode, 1)]:10.1f} {best[(mode, 4)]:10.1f}")
-        print(json.dumps({f"{mode} / {clients}": round(rate, 1) for (mode, clients), rate in best.items()}))
+            print(
+                f"  {mode:28} {best[(mode, 1)]:11.1f} {best[(mode, 4)]:12.1f}"
+                f" {cpu[(mode, 1)]:12.2f} {cpu[(mode, 4)]:13.2f}"
+            )
+        print(
+            json.dumps(
+                {
+                    f"{mode} / {clients} client(s)": {
+                        "instances_per_s": round(rate, 1),
+                        "server_cpu_ms_per_instance": round(cpu[(mode, clients)], 2),
+                    }
+                    for (mode, clients), rate in best.items()
+                }
+            )
+        )
 
 
 if __name__ == "__main__":
