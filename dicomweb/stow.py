@@ -47,6 +47,7 @@ import json
 
 import pydicom
 from django.conf import settings
+from django.db import connection
 from django.http import HttpResponse
 from rest_framework.exceptions import ValidationError
 
@@ -161,12 +162,12 @@ def _store_parts(parts: StagedParts, *, actor: Actor, user, study: str | None, d
 
 
 def _already_stored(parts: StagedParts, user) -> dict[str, DicomFile]:
-    """The instances of ``parts`` the user already has, by SHA-256: one query for the whole body.
+    """The instances of ``parts`` the user already has, by SHA-256: a query or two per 500 parts.
 
-    A part's SOP Instance UID is read from its file meta (Media Storage SOP Instance UID, a few
-    hundred bytes), which finds it by the indexed UID column; only a file that is the newest of
-    that UID with the part's very bytes counts (a meta UID that differs from the dataset's finds
-    nothing, and the part is stored as any other).
+    A part's SOP Instance UID is read from its file meta (Media Storage SOP Instance UID), which
+    finds it by the indexed UID column; only a file that is the newest of that UID the user may see
+    (``dicomweb.selectors.instances``) with the part's very bytes counts. A meta UID that differs
+    from the dataset's finds nothing, and the part is stored as any other.
     """
     wanted: dict[str, str] = {}
     for part in parts.parts:
@@ -174,14 +175,34 @@ def _already_stored(parts: StagedParts, user) -> dict[str, DicomFile]:
             uid = _meta_instance_uid(part.upload.path)
             if uid:
                 wanted[part.upload.sha256] = uid
-    # Most parts are new: a plain look at the indexed UID column rules them out before the access
-    # rule's query (which decides for the rest) is built.
-    if not wanted or not DicomFile.objects.filter(sop_instance_uid__in=set(wanted.values())).exists():
-        return {}
-    files = selectors.instances(user).filter(
-        sop_instance_uid__in=set(wanted.values()), sha256__in=set(wanted)
-    )
-    return {f.sha256: f for f in files if wanted.get(f.sha256) == f.sop_instance_uid}
+    found: dict[str, DicomFile] = {}
+    items = list(wanted.items())
+    for start in range(0, len(items), _LOOKUP_BATCH):
+        batch = dict(items[start : start + _LOOKUP_BATCH])
+        uids = sorted(set(batch.values()))
+        if not _any_file_of(uids):
+            continue
+        files = selectors.instances(user).filter(sop_instance_uid__in=uids, sha256__in=list(batch))
+        found.update({f.sha256: f for f in files if batch.get(f.sha256) == f.sop_instance_uid})
+    return found
+
+
+_LOOKUP_BATCH = 500
+
+
+def _any_file_of(uids: list[str]) -> bool:
+    """Whether any file row has one of these SOP Instance UIDs, whoever may see it.
+
+    Most parts are new instances: this rules them out with one plain look at the indexed column
+    before the access rule's query (which decides for the rest) is built. Plain SQL: the ORM's
+    building of even an ``exists()`` cost more than the look itself on every one-instance request.
+    """
+    table = connection.ops.quote_name(DicomFile._meta.db_table)
+    column = connection.ops.quote_name(DicomFile._meta.get_field("sop_instance_uid").column)
+    marks = ", ".join(["%s"] * len(uids))
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT 1 FROM {table} WHERE {column} IN ({marks}) LIMIT 1", uids)  # noqa: S608
+        return cursor.fetchone() is not None
 
 
 # File meta elements with a 4-byte length after 2 reserved bytes (PS3.5 7.1.2); group 0002 is always
