@@ -325,7 +325,7 @@ class PartStager:
             self._current = part
             if part.content_type != self._part_type:
                 part.failure, part.failure_kind = (
-                    f"the part is {part.content_type}, not {self._part_type}",
+                    f"the part's Content-Type is not {self._part_type}",
                     "invalid",
                 )
             else:

@@ -44,6 +44,7 @@ anonymizing store stores a new version each time.
 from __future__ import annotations
 
 import json
+import re
 
 import pydicom
 from django.conf import settings
@@ -151,17 +152,22 @@ class _Outcome:
 
 
 def _store_parts(parts: StagedParts, *, actor: Actor, user, study: str | None, data: dict) -> list[_Outcome]:
-    have = {} if data["anonymize"] else _already_stored(parts, user)
+    # The UIDs the file meta names, read before ingest consumes the staged file: the idempotency
+    # look-up's key, and what a failed item names when the dataset itself cannot be read.
+    metas = {part.index: _meta_uids(part.upload.path) for part in parts.parts if part.upload is not None}
+    have = {} if data["anonymize"] else _already_stored(parts, user, metas)
     outcomes = []
     for part in parts.parts:
-        outcome = _store_part(part, actor=actor, study=study, data=data, have=have)
+        outcome = _store_part(
+            part, actor=actor, study=study, data=data, have=have, meta=metas.get(part.index)
+        )
         if outcome.dicom_file is not None and not data["anonymize"]:
             have[outcome.dicom_file.sha256] = outcome.dicom_file  # the same bytes twice in one body
         outcomes.append(outcome)
     return outcomes
 
 
-def _already_stored(parts: StagedParts, user) -> dict[str, DicomFile]:
+def _already_stored(parts: StagedParts, user, metas: dict[int, tuple[str, str]]) -> dict[str, DicomFile]:
     """The instances of ``parts`` the user already has, by SHA-256: a query or two per 500 parts.
 
     A part's SOP Instance UID is read from its file meta (Media Storage SOP Instance UID), which
@@ -172,7 +178,7 @@ def _already_stored(parts: StagedParts, user) -> dict[str, DicomFile]:
     wanted: dict[str, str] = {}
     for part in parts.parts:
         if part.upload is not None:
-            uid = _meta_instance_uid(part.upload.path)
+            uid = metas[part.index][1]
             if uid:
                 wanted[part.upload.sha256] = uid
     found: dict[str, DicomFile] = {}
@@ -211,16 +217,17 @@ _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN
 _META_BYTES = 4096
 
 
-def _meta_instance_uid(path) -> str:
-    """The Media Storage SOP Instance UID (0002,0003) of a Part 10 file, read from its first bytes.
+def _meta_uids(path) -> tuple[str, str]:
+    """The Media Storage SOP Class and Instance UIDs (0002,0002), (0002,0003) of a Part 10 file.
 
     Empty when the file is no Part 10 file or its meta group is unreadable (validation says why).
-    A cheap walk of the meta group, not pydicom's reader: it runs for every part.
+    A cheap walk of the meta group's first bytes, not pydicom's reader: it runs for every part.
     """
     with open(path, "rb") as handle:
         data = handle.read(_META_BYTES)
+    found = {0x0002: "", 0x0003: ""}
     if data[128:132] != b"DICM":
-        return ""
+        return "", ""
     pos = 132
     while pos + 8 <= len(data):
         group, element = (
@@ -228,21 +235,37 @@ def _meta_instance_uid(path) -> str:
             int.from_bytes(data[pos + 2 : pos + 4], "little"),
         )
         if group != 0x0002:
-            return ""
+            break
         vr = data[pos + 4 : pos + 6]
         if vr in _LONG_VRS:
             length, pos = int.from_bytes(data[pos + 8 : pos + 12], "little"), pos + 12
         else:
             length, pos = int.from_bytes(data[pos + 6 : pos + 8], "little"), pos + 8
-        if element == 0x0003:
-            value = data[pos : pos + length] if pos + length <= len(data) else b""
-            return value.rstrip(b"\x00 ").decode("ascii", "replace")
+        if element in found and pos + length <= len(data):
+            found[element] = _uid_text(data[pos : pos + length])
+            if element == 0x0003:
+                break
         pos += length
-    return ""
+    return found[0x0002], found[0x0003]
+
+
+_UID_TEXT = re.compile(r"^[0-9.]{1,64}$")
+
+
+def _uid_text(value: bytes) -> str:
+    """A UID's value, or empty: only digits and dots ever reach a query or an answer."""
+    text = value.rstrip(b"\x00 ").decode("ascii", "replace")
+    return text if _UID_TEXT.match(text) else ""
 
 
 def _store_part(
-    part: StagedPart, *, actor: Actor, study: str | None, data: dict, have: dict[str, DicomFile]
+    part: StagedPart,
+    *,
+    actor: Actor,
+    study: str | None,
+    data: dict,
+    have: dict[str, DicomFile],
+    meta: tuple[str, str] | None,
 ) -> _Outcome:
     if part.upload is None:
         reason = OUT_OF_RESOURCES if part.failure_kind == "resources" else CANNOT_UNDERSTAND
@@ -255,11 +278,15 @@ def _store_part(
         with operation(actor=actor, action=AuditLog.Action.UPLOAD, file_id=existing.id) as op:
             op.succeed(reason="already stored (same SOP Instance UID and bytes): not stored again")
         return _Outcome(dicom_file=existing)
-    seen: dict[str, str] = {}
+    seen = {"sop_class": meta[0], "sop_instance": meta[1]} if meta else {}
 
     def check(header: pydicom.Dataset) -> None:
-        seen["sop_class"] = str(header.get("SOPClassUID", "") or "")
-        seen["sop_instance"] = str(header.get("SOPInstanceUID", "") or "")
+        seen["sop_class"] = _uid_text(str(header.get("SOPClassUID", "") or "").encode()) or seen.get(
+            "sop_class", ""
+        )
+        seen["sop_instance"] = _uid_text(str(header.get("SOPInstanceUID", "") or "").encode()) or seen.get(
+            "sop_instance", ""
+        )
         if study is not None and str(header.get("StudyInstanceUID", "") or "") != study:
             raise StudyMismatchError(f"the instance is not of study {study}, the request's path")
 
@@ -278,7 +305,7 @@ def _store_part(
     except StudyMismatchError:
         return _Outcome(reason=PROCESSING_FAILURE, **seen)
     except FileTooLargeError:
-        return _Outcome(reason=OUT_OF_RESOURCES)
+        return _Outcome(reason=OUT_OF_RESOURCES, **seen)
     except DicomServiceError:
         return _Outcome(reason=CANNOT_UNDERSTAND, **seen)
     except OSError:  # the disk (full, unavailable): audited by ingest as an internal error

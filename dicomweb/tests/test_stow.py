@@ -174,7 +174,11 @@ def test_a_truncated_part_fails_and_the_others_are_stored_202(api):
     response = stow(api, body(part10_bytes(good), part10_bytes(cut)[:2000]))
     assert response.status_code == 202
     assert [item["00081155"]["Value"][0] for item in referenced(response)] == [good.SOPInstanceUID]
-    assert [item["00081197"]["Value"] for item in failed(response)] == [[0xC000]]
+    (item,) = failed(response)
+    assert item["00081197"]["Value"] == [0xC000]
+    # Its dataset cannot be read, its file meta can: the item names the UIDs the client sent.
+    assert item["00081155"]["Value"] == [cut.SOPInstanceUID]
+    assert item["00081150"]["Value"] == [str(cut.SOPClassUID)]
     assert list(DicomFile.objects.values_list("sop_instance_uid", flat=True)) == [good.SOPInstanceUID]
     assert staged_files() == []
     failures = AuditLog.objects.filter(action=AuditLog.Action.UPLOAD, success=False)
