@@ -18,8 +18,10 @@ SOP Sequence (0008,1199) with its Retrieve URL, and each failed part in the Fail
 - ``0x0110`` the part's Study Instance UID is not the path's ``{study}`` (with ``anonymize`` the
   ORIGINAL Study Instance UID is compared, the one the client knows and sent the path for).
 
-A failed item names the part's SOP Class and Instance UIDs when they could be read (a study
-mismatch), else only its Failure Reason. Status: 200 all stored, 202 some stored and some failed,
+A failed item names the part's SOP Class and Instance UIDs when they could be read (from its
+dataset, or from its file meta when the dataset cannot be read), else only its Failure Reason.
+(``0x0122``, SOP class not supported, is never answered: every SOP class validation accepts is
+stored.) Status: 200 all stored, 202 some stored and some failed,
 409 none stored and every failure a conflict (0x0110), 400 none stored otherwise. A body that is not
 ``multipart/related; type="application/dicom"`` is a 415, bad query parameters and a body that is no
 multipart body at all (no part, a malformed delimiter, more than ``DICOMWEB_MAX_PARTS`` parts, part
