@@ -134,6 +134,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8766)
     parser.add_argument("--file", default="CT_small.dcm")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds; the best is printed")
+    parser.add_argument("--clients", default="1,4", help="client counts, comma-separated")
     args = parser.parse_args()
 
     modes = {
@@ -142,6 +143,7 @@ def main() -> None:
         "STOW-RS, 50/request": stow(50),
     }
     payloads = Payloads(args.file)
+    counts = [int(count) for count in args.clients.split(",")]
     with running_service(port=args.port) as service:
         run_clients(args.port, service.token, rest_raw, payloads, 2, 2)  # warm up the workers
         run_clients(args.port, service.token, stow(5), payloads, 2, 2)
@@ -149,7 +151,7 @@ def main() -> None:
         best: dict[tuple[str, int], float] = {}
         cpu: dict[tuple[str, int], float] = {}
         for _ in range(args.rounds):
-            for clients in (1, 4):
+            for clients in counts:
                 for mode, send in modes.items():
                     before = cpu_seconds(pids)
                     done, failed, elapsed = run_clients(
@@ -165,13 +167,20 @@ def main() -> None:
         print(
             f"{args.file} ({len(payloads.base)} bytes), best of {args.rounds} rounds of {args.seconds:g} s:"
         )
-        print(f"  {'':28} {'instances/s':>24} {'server CPU ms/instance':>26}")
-        print(f"  {'':28} {'1 client':>11} {'4 clients':>12} {'1 client':>12} {'4 clients':>13}")
+        heads = [f"{count} client(s)" for count in counts]
+        print(
+            f"  {'':28} {'instances/s':>{13 * len(counts)}}   {'server CPU ms/instance':>{13 * len(counts)}}"
+        )
+        print(
+            f"  {'':28} "
+            + "".join(f"{head:>13}" for head in heads)
+            + "   "
+            + "".join(f"{head:>13}" for head in heads)
+        )
         for mode in modes:
-            print(
-                f"  {mode:28} {best[(mode, 1)]:11.1f} {best[(mode, 4)]:12.1f}"
-                f" {cpu[(mode, 1)]:12.2f} {cpu[(mode, 4)]:13.2f}"
-            )
+            rates = "".join(f"{best[(mode, count)]:13.1f}" for count in counts)
+            costs = "".join(f"{cpu[(mode, count)]:13.2f}" for count in counts)
+            print(f"  {mode:28} {rates}   {costs}")
         print(
             json.dumps(
                 {

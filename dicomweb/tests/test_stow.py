@@ -5,6 +5,7 @@ reader the web server feeds (``dicomweb.multipart``); ``test_stow_client.py`` ru
 """
 
 import hashlib
+import time
 
 import pydicom
 import pytest
@@ -80,6 +81,14 @@ def test_the_boundary_is_read_quoted_or_not_and_the_type_in_any_case(content_typ
 def test_other_content_types_are_refused_by_the_reader(content_type):
     with pytest.raises(MultipartError):
         related_boundary(content_type, part_type="application/dicom")
+
+
+@pytest.mark.parametrize("junk", ["x" * 16_000, "x;" * 8_000, '"' * 16_000, 'x="' + "\\" * 16_000])
+def test_hostile_content_type_values_are_read_in_linear_time(junk):
+    started = time.perf_counter()
+    with pytest.raises(MultipartError):
+        related_boundary(f"multipart/related; {junk}", part_type="application/dicom")
+    assert time.perf_counter() - started < 0.5
 
 
 def _parse(data: bytes, step: int) -> list[tuple[dict, bytes]]:
