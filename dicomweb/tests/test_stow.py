@@ -383,3 +383,16 @@ def test_the_same_bytes_twice_in_one_body_are_stored_once(api):
     first, second = referenced(response)
     assert first == second
     assert DicomFile.objects.count() == 1
+
+
+def test_query_fields_follow_the_configured_default_options_and_bad_ones_stay_bad(api, settings):
+    assert stow(api, body(b"x"), query="anonymize=maybe").status_code == 400
+    assert stow(api, body(b"x"), query="anonymize=maybe").status_code == 400
+    dataset = fresh_instance()
+    assert stow(api, body(part10_bytes(dataset)), query="anonymize=true").status_code == 200
+    settings.DICOM_DEID_DEFAULT_OPTIONS = ["retain_uids"]
+    again = fresh_instance()
+    response = stow(api, body(part10_bytes(again)), query="anonymize=true")
+    assert response.status_code == 200, response.content
+    # The same query string, another default: the UIDs are kept this time.
+    assert referenced(response)[0]["00081155"]["Value"] == [again.SOPInstanceUID]
