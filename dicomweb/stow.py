@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 
 import pydicom
 from django.conf import settings
@@ -108,28 +109,28 @@ def store(view, request, *, study: str | None) -> HttpResponse:
     try:
         try:
             boundary = related_boundary(request.META.get("CONTENT_TYPE", ""), part_type=PART_TYPE)
+            fields = _upload_fields(request.query_params)
+            if parts is None:  # not staged by the web server (WSGI, the test client): read here
+                parts = stage_stream_parts(
+                    request._request,
+                    boundary,
+                    part_type=PART_TYPE,
+                    max_parts=settings.DICOMWEB_MAX_PARTS,
+                    max_header_size=settings.DICOMWEB_MAX_PART_HEADER_SIZE,
+                )
+            if parts.error:
+                raise MalformedBodyError(parts.error)
         except MultipartError as error:
-            raise UnsupportedBodyError(error.detail) from None
-        fields = _upload_fields(request.query_params)
-        if parts is None:  # not staged by the web server (WSGI, the test client): read here
-            parts = stage_stream_parts(
-                request._request,
-                boundary,
-                part_type=PART_TYPE,
-                max_parts=settings.DICOMWEB_MAX_PARTS,
-                max_header_size=settings.DICOMWEB_MAX_PART_HEADER_SIZE,
-            )
-        if parts.error:
-            raise MalformedBodyError(parts.error)
-    except (DicomServiceError, ValidationError) as error:
-        if parts is not None:
-            parts.close()
-        refused(actor=actor, action=AuditLog.Action.UPLOAD, error=error, describe=describe)
-        raise
-    try:
+            unsupported = UnsupportedBodyError(error.detail)
+            refused(actor=actor, action=AuditLog.Action.UPLOAD, error=unsupported, describe=describe)
+            raise unsupported from None
+        except (DicomServiceError, ValidationError) as error:
+            refused(actor=actor, action=AuditLog.Action.UPLOAD, error=error, describe=describe)
+            raise
         outcomes = _store_parts(parts, actor=actor, user=request.user, study=study, data=fields)
     finally:
-        parts.close()
+        if parts is not None:
+            parts.close()  # whatever ingest did not consume (the web server closes them again: harmless)
     return _response(outcomes, root=service_root(request), study=study)
 
 
@@ -161,21 +162,14 @@ _VALID_FIELDS: dict[tuple, dict] = {}
 _VALID_FIELDS_MAX = 256
 
 
+@dataclass(frozen=True)
 class _Outcome:
-    """What became of one part: a stored (or already stored) file, or a failure reason."""
+    """What became of one part: a stored (or already stored) file, or a failure reason and the UIDs known."""
 
-    def __init__(
-        self,
-        *,
-        dicom_file: DicomFile | None = None,
-        reason: int = 0,
-        sop_class: str = "",
-        sop_instance: str = "",
-    ):
-        self.dicom_file = dicom_file
-        self.reason = reason
-        self.sop_class = sop_class
-        self.sop_instance = sop_instance
+    dicom_file: DicomFile | None = None
+    reason: int = 0
+    sop_class: str = ""
+    sop_instance: str = ""
 
 
 def _store_parts(parts: StagedParts, *, actor: Actor, user, study: str | None, data: dict) -> list[_Outcome]:
