@@ -48,6 +48,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import pydicom
 from django.conf import settings
@@ -309,7 +310,9 @@ def _store_part(
             "sop_instance", ""
         )
         if study is not None and str(header.get("StudyInstanceUID", "") or "") != study:
-            raise StudyMismatchError(f"the instance is not of study {study}, the request's path")
+            raise StudyMismatchError(
+                "the instance's Study Instance UID is not the study of the request's path"
+            )
 
     try:
         dicom_file = ingest_checked_file(
@@ -343,7 +346,12 @@ class _PartError(DicomServiceError):
 
 
 def _uid(value: str) -> dict:
-    return {"vr": "UI", "Value": [value]}
+    return {"vr": "UI", "Value": [value]} if value else {"vr": "UI"}
+
+
+def _segment(uid: str) -> str:
+    # A stored UID is what its file said: quoted, it can never change the URL's shape.
+    return quote(uid, safe=".")
 
 
 def _response(outcomes: list[_Outcome], *, root: str, study: str | None) -> HttpResponse:
@@ -361,8 +369,8 @@ def _response(outcomes: list[_Outcome], *, root: str, study: str | None) -> Http
         if dicom_file.study_instance_uid not in studies:
             studies.append(dicom_file.study_instance_uid)
         url = (
-            f"{root}/studies/{dicom_file.study_instance_uid}/series/{dicom_file.series_instance_uid}"
-            f"/instances/{dicom_file.sop_instance_uid}"
+            f"{root}/studies/{_segment(dicom_file.study_instance_uid)}"
+            f"/series/{_segment(dicom_file.series_instance_uid)}/instances/{_segment(dicom_file.sop_instance_uid)}"
         )
         item = {
             REFERENCED_SOP_CLASS_UID: _uid(dicom_file.metadata.get("sop_class_uid") or ""),
@@ -374,7 +382,7 @@ def _response(outcomes: list[_Outcome], *, root: str, study: str | None) -> Http
         referenced.append(dict(sorted(item.items())))
     body: dict = {}
     if len(studies) == 1:
-        body[RETRIEVE_URL] = {"vr": "UR", "Value": [f"{root}/studies/{studies[0]}"]}
+        body[RETRIEVE_URL] = {"vr": "UR", "Value": [f"{root}/studies/{_segment(studies[0])}"]}
     if failed:
         body[FAILED_SOP_SEQUENCE] = {"vr": "SQ", "Value": failed}
     body[REFERENCED_SOP_SEQUENCE] = {"vr": "SQ", "Value": referenced} if referenced else {"vr": "SQ"}

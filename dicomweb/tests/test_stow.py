@@ -396,3 +396,13 @@ def test_query_fields_follow_the_configured_default_options_and_bad_ones_stay_ba
     assert response.status_code == 200, response.content
     # The same query string, another default: the UIDs are kept this time.
     assert referenced(response)[0]["00081155"]["Value"] == [again.SOPInstanceUID]
+
+
+def test_what_the_client_typed_in_the_path_or_a_parts_headers_never_reaches_an_audit_row(api):
+    dataset = fresh_instance()
+    response = stow(api, body(part10_bytes(dataset)), path="/dicomweb/studies/Doe^Jane")
+    assert response.status_code == 409
+    stow(api, body(b"DICM", part_type="text/Doe^Jane"))
+    reasons = " ".join(AuditLog.objects.values_list("reason", flat=True))
+    assert AuditLog.objects.count() == 2
+    assert "Doe" not in reasons
