@@ -25,7 +25,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from email.message import Message
 
 from dicom.services.errors import FileTooLargeError
 from dicom.uploads import StagedUpload, StagingWriter
@@ -53,13 +52,34 @@ class MediaType:
     params: dict[str, str]
 
 
+# A parameter of a header value (RFC 9110 5.6.6): a token name, a token or quoted-string value.
+_PARAMETER = re.compile(r"""\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)\s*(?:;|$)""")
+_QUOTED_PAIR = re.compile(r"\\(.)")
+
+
 def parse_media_type(value: str) -> MediaType:
-    """Parse a ``Content-Type`` header value; parameters may be quoted (with ``\\`` escapes) or not."""
-    message = Message()
-    message["Content-Type"] = value
-    params = message.get_params(failobj=[], unquote=True) or []
-    media_type = value.split(";", 1)[0].strip().lower()
-    return MediaType(type=media_type, params={name.lower(): str(v) for name, v in params[1:]})
+    """Parse a ``Content-Type`` header value; parameters may be quoted (with ``\\`` escapes) or not.
+
+    A parameter that is not ``name=value`` is skipped; a parameter sent twice keeps its last value.
+    """
+    media_type, _, rest = value.partition(";")
+    params: dict[str, str] = {}
+    pos = 0
+    while pos < len(rest):
+        # Matched at each parameter's start only (never searched for): linear in the value's length.
+        match = _PARAMETER.match(rest, pos)
+        if match is None:
+            end = rest.find(";", pos)
+            if end < 0:
+                break
+            pos = end + 1
+            continue
+        name, raw = match.group(1), match.group(2).strip()
+        if len(raw) >= 2 and raw[0] == raw[-1] == '"':
+            raw = _QUOTED_PAIR.sub(r"\1", raw[1:-1])
+        params[name.lower()] = raw
+        pos = match.end()
+    return MediaType(type=media_type.strip().lower(), params=params)
 
 
 def related_boundary(value: str, *, part_type: str) -> str:
@@ -326,7 +346,7 @@ class PartStager:
             self._current = part
             if part.content_type != self._part_type:
                 part.failure, part.failure_kind = (
-                    f"the part is {part.content_type}, not {self._part_type}",
+                    f"the part's Content-Type is not {self._part_type}",
                     "invalid",
                 )
             else:
