@@ -11,9 +11,9 @@ de-identified studies), as one with it (``phi``) and as the non-staff owner (``o
   the series of a study, the instances of a series.
 
 Every request is a full one: authentication, the search, DICOM JSON and its audit row.
-``--explain`` also prints PostgreSQL's EXPLAIN ANALYZE of every query one staff search runs.
+``--explain ROLE`` also prints PostgreSQL's EXPLAIN ANALYZE of every query the searches of ROLE run.
 
-Usage: .venv/bin/python benchmarks/bench_qido.py [--studies 2000] [--requests 200] [--port 8766] [--explain]
+Usage: .venv/bin/python benchmarks/bench_qido.py [--studies 2000] [--requests 200] [--port 8766] [--explain staff|phi|owner]
 """
 
 import argparse
@@ -161,14 +161,14 @@ def measure(port: int, token: str, path: str, requests: int) -> tuple[float, flo
     return statistics.median(timings), timings[int(len(timings) * 0.95) - 1], count
 
 
-def explain(path: str) -> None:
-    """EXPLAIN ANALYZE of every query a staff search of ``path`` runs (in this process)."""
+def explain(path: str, who: str) -> None:
+    """EXPLAIN ANALYZE of every query a search of ``path`` as ``who`` runs (in this process)."""
     from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
     from rest_framework.authtoken.models import Token
 
-    token = Token.objects.get(user__username="bench-staff").key
+    token = Token.objects.get(user__username=f"bench-{who}").key
     with CaptureQueriesContext(connection) as captured:
         Client().get(
             path,
@@ -193,7 +193,7 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=10)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--explain", action="store_true")
+    parser.add_argument("--explain", choices=["staff", "phi", "owner"], help="print the query plans of this role")
     args = parser.parse_args()
     port = args.port or free_port()
     with running_service(port=port, database="postgres") as service:
@@ -215,10 +215,10 @@ def main() -> None:
                 p50, p95, count = measure(port, sample["tokens"][who], path, args.requests)
                 print(f"{name:32} {who:6} {p50:8.1f} {p95:8.1f} {count:8d}")
         if args.explain:
-            study, series = sample["staff"]
+            study, series = sample[args.explain]
             for name, path in searches(study, series):
                 print(f"\n{name} ({path}):")
-                explain(path)
+                explain(path, args.explain)
 
 
 if __name__ == "__main__":

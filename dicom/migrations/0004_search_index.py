@@ -86,7 +86,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="dicomfile",
             name="patient_name",
-            field=models.CharField(blank=True, max_length=400),
+            field=models.CharField(blank=True, db_index=True, max_length=400),
         ),
         migrations.AddField(
             model_name="dicomfile",
