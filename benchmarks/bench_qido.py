@@ -193,6 +193,7 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=10)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--roles", default="staff,phi,owner", help="comma-separated: staff, phi, owner")
     parser.add_argument("--explain", choices=["staff", "phi", "owner"], help="print the query plans of this role")
     args = parser.parse_args()
     port = args.port or free_port()
@@ -209,7 +210,7 @@ def main() -> None:
         total = args.studies * args.series * args.instances
         print(f"{total} instances ({args.studies} studies) filled in {time.perf_counter() - began:.0f} s")
         print(f"{'search':32} {'as':6} {'p50 ms':>8} {'p95 ms':>8} {'results':>8}")
-        for who in ("staff", "phi", "owner"):
+        for who in args.roles.split(","):
             study, series = sample[who]
             for name, path in searches(study, series):
                 p50, p95, count = measure(port, sample["tokens"][who], path, args.requests)

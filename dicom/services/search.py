@@ -158,6 +158,16 @@ INDEX_FIELDS = (
     "performed_procedure_step_start_time",
 )
 _INDEXED_NAMES = {"patient_name"}
+# Keys few entities match, with an index to find them by (see ``find``).
+_SELECTIVE = {
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "PatientName",
+    "PatientID",
+    "AccessionNumber",
+    "StudyDate",
+}
 _TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
 
 
@@ -219,7 +229,7 @@ def find(
     level = query.level
     in_full = access.may_see_patient_data(user, DicomFile(anonymized=False))
     matching = files
-    filtered = False
+    selective = False
     if query.study is not None:
         matching = matching.filter(study_instance_uid=query.study)
     if query.series is not None:
@@ -235,13 +245,14 @@ def find(
             # No oracle: an original's real value must not decide whether it matches.
             condition &= Q(anonymized=True)
         matching = matching.filter(condition)
-        filtered = True
+        selective = selective or keyword in _SELECTIVE
 
     key = _KEY_COLUMNS[level]
     entities = matching.order_by().values_list(*key).distinct()
-    if filtered:
-        # Ordered by the UID index with a LIMIT, PostgreSQL reads the whole index when few
-        # entities match; found through the matching keys' own indexes, their UIDs sort here.
+    if selective:
+        # Ordered by the UID index with a LIMIT, PostgreSQL walks the whole index when few
+        # entities match (it expects them spread evenly); found through the keys' own indexes,
+        # their UIDs sort here. Keys most entities match (a modality) keep the ordered walk.
         page = sorted(entities)[offset : offset + limit + 1]
     else:
         page = list(entities.order_by(*key)[offset : offset + limit + 1])
@@ -339,14 +350,14 @@ def _condition(attribute: Attribute, value: str, files: QuerySet[DicomFile]) -> 
             if value.count("*") > MAX_STARS:
                 raise SearchQueryError(f"{keyword}: at most {MAX_STARS} '*' wildcards")
             lookup = "iregex" if insensitive else "regex"
-            pattern = Q(**{f"{column}__{lookup}": _wildcard_regex(value, files.db)})
-            if column in _INDEXED_NAMES:
-                # The names that match, from the narrow index (an index-only scan), then the rows
-                # that have them: not a regular expression on every row of the wide table.
-                names = DicomFile.objects.filter(pattern).order_by().values(column)
-                return Q(**{f"{column}__in": names})
-            return pattern
-        return Q(**{f"{column}__iexact" if insensitive else column: value})
+            condition = Q(**{f"{column}__{lookup}": _wildcard_regex(value, files.db)})
+        else:
+            condition = Q(**{f"{column}__iexact" if insensitive else column: value})
+        if insensitive and column in _INDEXED_NAMES:
+            # The names that match, from the narrow index (an index-only scan), then the rows
+            # that have them: not a case-insensitive comparison on every row of the wide table.
+            return Q(**{f"{column}__in": DicomFile.objects.filter(condition).order_by().values(column)})
+        return condition
     if attribute.match == NUMBER:
         if not re.fullmatch(r"[+-]?\d{1,9}", value):
             raise SearchQueryError(f"{keyword}: not an integer")
