@@ -80,6 +80,8 @@ class DicomFile(models.Model):
                 fields=["study_instance_uid", "series_instance_uid", "sop_instance_uid"],
                 name="dicom_file_uid_path",
             ),
+            # ModalitiesInStudy: the studies that have a modality, from the index alone.
+            models.Index(fields=["modality", "study_instance_uid"], name="dicom_file_modality_study"),
         ]
 
     def __str__(self) -> str:

@@ -41,7 +41,8 @@ from typing import Any
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import connections
 from django.db.models import Count, F, Q, QuerySet, Window
-from django.db.models.functions import RowNumber
+from django.db.models.functions import RowNumber, Upper
+from django.db.models.lookups import Exact, StartsWith
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 
 from dicom import access
@@ -354,9 +355,7 @@ def _condition(attribute: Attribute, value: str, files: QuerySet[DicomFile]) -> 
         else:
             condition = Q(**{f"{column}__iexact" if insensitive else column: value})
         if insensitive and column in _INDEXED_NAMES:
-            # The names that match, from the narrow index (an index-only scan), then the rows
-            # that have them: not a case-insensitive comparison on every row of the wide table.
-            return Q(**{f"{column}__in": DicomFile.objects.filter(condition).order_by().values(column)})
+            return _indexed_name(column, value, condition)
         return condition
     if attribute.match == NUMBER:
         if not re.fullmatch(r"[+-]?\d{1,9}", value):
@@ -372,6 +371,22 @@ def _condition(attribute: Attribute, value: str, files: QuerySet[DicomFile]) -> 
     if high is not None:
         condition &= Q(**{f"{column}__lte": high})
     return condition
+
+
+def _indexed_name(column: str, value: str, condition: Q) -> Q:
+    """``condition`` (a name matched case-insensitively) in a form the name's indexes answer.
+
+    A whole name or a prefix (``DOE*``) is compared upper-cased, which PostgreSQL answers from its
+    index on ``UPPER(patient_name)`` (migration 0004). Other patterns take the names that match
+    from the narrow plain index (an index-only scan) and then the rows that have them, rather than
+    a regular expression on every row of the wide table. Upper-casing here is only done for ASCII
+    (Python's and the database's rules agree there).
+    """
+    stem = value[:-1] if value.endswith("*") else value
+    if stem and stem.isascii() and "*" not in stem and "?" not in stem:
+        lookup = StartsWith if value.endswith("*") else Exact
+        return Q(lookup(Upper(F(column)), stem.upper()))
+    return Q(**{f"{column}__in": DicomFile.objects.filter(condition).order_by().values(column)})
 
 
 def _range(value: str, bounds, keyword: str, what: str) -> tuple[Any, Any]:
