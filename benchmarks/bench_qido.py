@@ -194,7 +194,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--roles", default="staff,phi,owner", help="comma-separated: staff, phi, owner")
-    parser.add_argument("--explain", choices=["staff", "phi", "owner"], help="print the query plans of this role")
+    parser.add_argument(
+        "--explain", choices=["staff", "phi", "owner"], help="print the query plans of this role"
+    )
     args = parser.parse_args()
     port = args.port or free_port()
     with running_service(port=port, database="postgres") as service:
