@@ -398,3 +398,25 @@ def test_the_migration_fills_the_index_of_existing_rows_from_their_metadata(user
     assert row.sop_class_uid == "1.2.840.10008.5.1.4.1.1.7"
     broken = DicomFile.objects.exclude(pk=row.pk).get()
     assert broken.study_date is None and broken.series_number is None
+
+
+def test_a_queued_deidentification_is_found_by_its_own_values_and_shares_its_study(api, staff_api):
+    from dicom.tests.jobs import run_worker
+
+    original = store(api, PatientName="Queued^Original", StudyDate="20240105")
+    response = api.post(
+        f"/api/dicom/anonymize/{original.pk}", {"retain_uids": True, "retain_full_dates": True}, format="json"
+    )
+    assert response.status_code == 200, response.content
+    run_worker()
+    copy = DicomFile.objects.get(pk=response.json()["anonymized_file_id"])
+    assert (
+        copy.status == DicomFile.Status.COMPLETED and copy.study_instance_uid == original.study_instance_uid
+    )
+    assert copy.patient_name and copy.patient_name != "Queued^Original"  # the job saved the index columns
+    assert copy.study_date is not None
+    # Staff without view_phi find the study by the copy's (de-identified) name, and see it.
+    results = found(staff_api, PatientName=copy.patient_name)
+    assert uids(results) == {original.study_instance_uid}
+    assert value(results[0], PATIENT_NAME) == {"Alphabetic": copy.patient_name}
+    assert found(staff_api, PatientName="Queued*") == []
