@@ -43,7 +43,12 @@ def visible_files(user: AbstractBaseUser) -> QuerySet[DicomFile]:
     files = DicomFile.objects.all()
     if getattr(user, "is_staff", False):
         return files
-    return files.filter(Q(owner=user) | Q(source__owner=user) | Q(source__source__owner=user))
+    # The same rule as owner=user OR source.owner=user OR source.source.owner=user, written with
+    # subqueries: PostgreSQL computes the user's files once (owner index) instead of joining every
+    # row to its source twice, which made every search of a non-staff user read the whole table.
+    own = DicomFile.objects.filter(owner=user).values("pk")
+    derived = DicomFile.objects.filter(source__isnull=False, source__owner=user).values("pk")
+    return files.filter(Q(owner=user) | Q(source__in=own) | Q(source__in=derived))
 
 
 def may_see_patient_data(user: AbstractBaseUser, dicom_file: DicomFile) -> bool:

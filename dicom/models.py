@@ -52,7 +52,7 @@ class DicomFile(models.Model):
     # by ``apply_header``. For a de-identified file they are the de-identified values. Some
     # (referring physician, study ID, performed procedure step start) are kept here only: the API's
     # metadata object has a fixed set of keys.
-    patient_name = models.CharField(max_length=400, blank=True)
+    patient_name = models.CharField(max_length=400, blank=True, db_index=True)
     referring_physician_name = models.CharField(max_length=400, blank=True)
     accession_number = models.CharField(max_length=64, blank=True, db_index=True)
     study_id = models.CharField(max_length=64, blank=True)
@@ -80,6 +80,8 @@ class DicomFile(models.Model):
                 fields=["study_instance_uid", "series_instance_uid", "sop_instance_uid"],
                 name="dicom_file_uid_path",
             ),
+            # ModalitiesInStudy: the studies that have a modality, from the index alone.
+            models.Index(fields=["modality", "study_instance_uid"], name="dicom_file_modality_study"),
         ]
 
     def __str__(self) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+from urllib.parse import urlsplit
 
 from django.http import HttpResponse
 from pydicom.datadict import dictionary_VR, tag_for_keyword
@@ -99,7 +100,7 @@ def search(view, request, *, level: str, study: str | None = None, series: str |
     body = [_dicom_json(match, root) for match in page.matches]
     response = HttpResponse(json.dumps(body, separators=(",", ":")), content_type=content_type)
     warnings = []
-    host = request.get_host()
+    host = urlsplit(root).netloc  # the warn-agent (RFC 7234 5.5): the service as the client reached it
     if fuzzy == "true":
         warnings.append(
             f'299 {host} "The fuzzymatching parameter is not supported. Only literal matching has been performed."'

@@ -32,6 +32,24 @@ def _number(value):
     return number if -(2**31) <= number < 2**31 else None
 
 
+def create_name_index(apps, schema_editor):
+    """PostgreSQL: names matched case-insensitively, whole or by prefix (``DOE*``), from an index.
+
+    ``text_pattern_ops`` makes ``LIKE 'DOE%'`` use it whatever the database's collation. Not a
+    model index: Django's Index cannot name an operator class portably, and SQLite needs none
+    (it has no such index, and its tables are small).
+    """
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(
+            "CREATE INDEX dicom_file_patient_name_upper ON dicom_dicomfile (UPPER(patient_name) text_pattern_ops)"
+        )
+
+
+def drop_name_index(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute("DROP INDEX IF EXISTS dicom_file_patient_name_upper")
+
+
 def fill_index(apps, schema_editor):
     """The new columns of existing rows, from their metadata object (frozen here: the code may change).
 
@@ -86,7 +104,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="dicomfile",
             name="patient_name",
-            field=models.CharField(blank=True, max_length=400),
+            field=models.CharField(blank=True, db_index=True, max_length=400),
         ),
         migrations.AddField(
             model_name="dicomfile",
@@ -136,4 +154,9 @@ class Migration(migrations.Migration):
             ),
         ),
         migrations.RunPython(fill_index, migrations.RunPython.noop),
+        migrations.RunPython(create_name_index, drop_name_index),
+        migrations.AddIndex(
+            model_name="dicomfile",
+            index=models.Index(fields=["modality", "study_instance_uid"], name="dicom_file_modality_study"),
+        ),
     ]

@@ -355,3 +355,68 @@ def test_a_newer_upload_of_the_same_instance_is_one_instance(api):
     results = found(api, "instances", PatientName="Twice*")
     assert len(results) == 1
     assert found(api, PatientName="Twice*")[0]["00201208"]["Value"] == [1]
+
+
+def test_index_only_values_stay_out_of_the_apis_metadata_object(api):
+    response = api.post(
+        "/api/dicom/upload",
+        data=search_instance(ReferringPhysicianName="House^Gregory", StudyID="S-42"),
+        content_type="application/dicom",
+    )
+    metadata = response.json()["metadata"]
+    assert "referring_physician_name" not in metadata and "study_id" not in metadata
+    assert not any(key.startswith("_") for key in metadata)
+    row = DicomFile.objects.get(pk=response.json()["file_id"])
+    assert (row.referring_physician_name, row.study_id) == ("House^Gregory", "S-42")
+    assert "House" not in str(row.metadata)
+
+
+def test_the_migration_fills_the_index_of_existing_rows_from_their_metadata(user):
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("dicom.migrations.0004_search_index")
+    row = DicomFile.objects.create(
+        owner=user,
+        metadata={
+            "patient_name": "Old^Row",
+            "study_date": "2020-02-29",
+            "study_time": "07:30:00.25",
+            "accession_number": "A-1",
+            "series_number": 3,
+            "instance_number": [4],
+            "sop_class_uid": "1.2.840.10008.5.1.4.1.1.7",
+        },
+    )
+    DicomFile.objects.create(owner=user, metadata={"study_date": "not a date", "series_number": "x"})
+    migration.fill_index(apps, None)
+    row.refresh_from_db()
+    assert row.patient_name == "Old^Row" and row.accession_number == "A-1"
+    assert str(row.study_date) == "2020-02-29" and str(row.study_time) == "07:30:00.250000"
+    assert (row.series_number, row.instance_number) == (3, 4)
+    assert row.sop_class_uid == "1.2.840.10008.5.1.4.1.1.7"
+    broken = DicomFile.objects.exclude(pk=row.pk).get()
+    assert broken.study_date is None and broken.series_number is None
+
+
+def test_a_queued_deidentification_is_found_by_its_own_values_and_shares_its_study(api, staff_api):
+    from dicom.tests.jobs import run_worker
+
+    original = store(api, PatientName="Queued^Original", StudyDate="20240105")
+    response = api.post(
+        f"/api/dicom/anonymize/{original.pk}", {"retain_uids": True, "retain_full_dates": True}, format="json"
+    )
+    assert response.status_code == 200, response.content
+    run_worker()
+    copy = DicomFile.objects.get(pk=response.json()["anonymized_file_id"])
+    assert (
+        copy.status == DicomFile.Status.COMPLETED and copy.study_instance_uid == original.study_instance_uid
+    )
+    assert copy.patient_name and copy.patient_name != "Queued^Original"  # the job saved the index columns
+    assert copy.study_date is not None
+    # Staff without view_phi find the study by the copy's (de-identified) name, and see it.
+    results = found(staff_api, PatientName=copy.patient_name)
+    assert uids(results) == {original.study_instance_uid}
+    assert value(results[0], PATIENT_NAME) == {"Alphabetic": copy.patient_name}
+    assert found(staff_api, PatientName="Queued*") == []
