@@ -21,9 +21,9 @@ from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
 
-from audit.services import Actor, Operation, operation, refused
+from audit.services import Operation, operation
+from dicom.api.entry import AuditedEntryPoint
 from dicom.api.errors import describe
-from dicom.responses import client_address
 
 
 class ErrorsAsJson(BaseContentNegotiation):
@@ -36,7 +36,7 @@ class ErrorsAsJson(BaseContentNegotiation):
         return renderers[0], renderers[0].media_type
 
 
-class DicomWebView(APIView):
+class DicomWebView(AuditedEntryPoint, APIView):
     """A DICOMweb resource. ``audit_actions`` maps each HTTP method a subclass serves to its action."""
 
     audit_actions: dict[str, str] = {}
@@ -46,23 +46,8 @@ class DicomWebView(APIView):
     # The operation the current request's method runs in (set by :func:`audited`).
     op: Operation | None = None
 
-    def actor(self) -> Actor:
-        if not hasattr(self, "_actor"):
-            user = self.request.user
-            if not user.is_authenticated:
-                user = getattr(self.request._request, "refused_user", None) or user
-            self._actor = Actor(user=user, client_address=client_address(self.request))
-        return self._actor
-
-    def initial(self, request, *args, **kwargs):
-        """Authentication, permissions and throttling; a request they refuse is audited here."""
-        try:
-            super().initial(request, *args, **kwargs)
-        except Exception as error:
-            action = self.audit_actions.get(request.method)
-            if action is not None:
-                refused(actor=self.actor(), action=action, error=error, describe=describe)
-            raise
+    def refused_action(self, request) -> str | None:
+        return self.audit_actions.get(request.method)
 
 
 def audited(method: Callable) -> Callable:

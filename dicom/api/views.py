@@ -12,13 +12,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from audit.models import AuditLog
-from audit.services import Actor, operation, refused
+from audit.services import operation
 from dicom import access
 from dicom.api import schema
+from dicom.api.entry import AuditedEntryPoint
 from dicom.api.errors import describe
 from dicom.api.serializers import UPLOAD_FIELDS, DeidOptionsSerializer, RawUploadSerializer, UploadSerializer
 from dicom.models import DicomFile
-from dicom.responses import client_address, stored_file_response, uuid_or_none
+from dicom.responses import stored_file_response, uuid_or_none
 from dicom.services.anonymization import request_anonymization
 from dicom.services.errors import AccessRefusedError, FileNotReadyError, InvalidDicomError
 from dicom.services.ingest import IngestRequest, file_metadata, ingest_file
@@ -79,7 +80,7 @@ def _media_type(request: Request) -> str:
     return (request.content_type or "").split(";", 1)[0].strip().lower()
 
 
-class DicomViewSet(viewsets.ViewSet):
+class DicomViewSet(AuditedEntryPoint, viewsets.ViewSet):
     """Upload, metadata, anonymize, download and status of DICOM files; every call is audited."""
 
     parser_classes = [MultiPartParser, FormParser, BoundedJSONParser]
@@ -91,29 +92,13 @@ class DicomViewSet(viewsets.ViewSet):
         "status": AuditLog.Action.STATUS,
     }
 
-    def actor(self) -> Actor:
-        if not hasattr(self, "_actor"):
-            user = self.request.user
-            if not user.is_authenticated:
-                user = getattr(self.request._request, "refused_user", None) or user
-            self._actor = Actor(user=user, client_address=client_address(self.request))
-        return self._actor
+    def refused_action(self, request) -> str | None:
+        if request.method in ("OPTIONS", "HEAD"):
+            return None
+        return self.audit_actions.get(getattr(self, "action", None) or "")
 
-    def initial(self, request, *args, **kwargs):
-        """Authentication, permissions and throttling; a request they refuse is audited here."""
-        try:
-            super().initial(request, *args, **kwargs)
-        except Exception as error:
-            action = self.audit_actions.get(getattr(self, "action", None) or "")
-            if action is not None and request.method not in ("OPTIONS", "HEAD"):
-                refused(
-                    actor=self.actor(),
-                    action=action,
-                    error=error,
-                    file_id=uuid_or_none(kwargs.get("file_id")),
-                    describe=describe,
-                )
-            raise
+    def refused_file_id(self, kwargs: dict):
+        return uuid_or_none(kwargs.get("file_id"))
 
     @schema.upload
     @audited(AuditLog.Action.UPLOAD)
