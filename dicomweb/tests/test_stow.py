@@ -22,6 +22,7 @@ from dicomweb.multipart import (
     PartData,
     PartStager,
     PartStart,
+    read_parts,
     related_boundary,
 )
 
@@ -152,6 +153,17 @@ def test_a_large_part_is_staged_without_being_held_in_memory(settings, storage_r
     assert peak < 2 * 1024 * 1024  # a few blocks, never the part
     result.close()
     assert staged_files() == []
+
+
+def test_read_parts_gives_whole_parts_and_refuses_a_body_cut_short():
+    data = body(b"one", b"\r\ntwo\r\n")
+    parts = read_parts([data[:7], data[7:]], BOUNDARY)
+    assert [(part.content_type, part.body) for part in parts] == [
+        ("application/dicom", b"one"),
+        ("application/dicom", b"\r\ntwo\r\n"),
+    ]
+    with pytest.raises(MultipartError):
+        read_parts(data[:-10], BOUNDARY)
 
 
 # --- the service ---------------------------------------------------------------------------------
