@@ -11,6 +11,7 @@ a WSGI stream's reads), so the web server (``dicomsite.server``) and a view read
   boundary at the very start or after a preamble (a leading CRLF, any text), transport padding
   (spaces, tabs) after a delimiter, an epilogue after the close delimiter. Bounds: part headers of at
   most ``max_header_size`` bytes and at most ``max_parts`` parts (beyond them :class:`MultipartError`).
+- :func:`read_parts`: the same for a small body held in memory (a test reading a response).
 - :class:`PartStager`: each part's body written to staging through ``dicom.uploads.StagingWriter``
   (preamble zeroed, hashed, at most ``DICOM_MAX_UPLOAD_SIZE``) as it arrives; the result,
   :class:`StagedParts`, lists every part in order as staged or failed (a part that is not
@@ -253,6 +254,48 @@ def _parse_headers(block: bytes) -> dict[str, str]:
         name = key.strip().lower()
         headers[name] = value.strip()
     return headers
+
+
+@dataclass(frozen=True)
+class Part:
+    """A whole part held in memory (:func:`read_parts`): its headers and its body."""
+
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def content_type(self) -> str:
+        return parse_media_type(self.headers.get("content-type", "text/plain")).type
+
+
+def read_parts(
+    blocks: Iterable[bytes] | bytes,
+    boundary: str,
+    *,
+    max_parts: int = 100_000,
+    max_header_size: int = 64 * 1024,
+) -> list[Part]:
+    """Every part of a small multipart body (a response in a test, a client's reading), in memory.
+
+    Raises ``MultipartError`` for a malformed body or one that ends before its close delimiter.
+    Large bodies go through :class:`MultipartReader` (or :class:`PartStager`) instead.
+    """
+    reader = MultipartReader(boundary, max_parts=max_parts, max_header_size=max_header_size)
+    parts: list[Part] = []
+    headers: dict[str, str] | None = None
+    chunks: list[bytes] = []
+    for block in [blocks] if isinstance(blocks, bytes | bytearray) else blocks:
+        for event in reader.feed(bytes(block)):
+            if isinstance(event, PartStart):
+                headers, chunks = event.headers, []
+            elif isinstance(event, PartData):
+                chunks.append(event.data)
+            elif headers is not None:
+                parts.append(Part(headers=headers, body=b"".join(chunks)))
+                headers = None
+    if not reader.close().complete:
+        raise MultipartError("the multipart body ends before its closing boundary")
+    return parts
 
 
 # --- staging ------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ reader the web server feeds (``dicomweb.multipart``); ``test_stow_client.py`` ru
 
 import hashlib
 import time
+import tracemalloc
 
 import pydicom
 import pytest
@@ -15,7 +16,15 @@ from audit.models import AuditLog
 from dicom.models import DicomFile
 from dicom.services import storage
 from dicom.tests.services.dicom_builders import fresh_instance, part10_bytes
-from dicomweb.multipart import MultipartError, MultipartReader, PartData, PartStart, related_boundary
+from dicomweb.multipart import (
+    MultipartError,
+    MultipartReader,
+    PartData,
+    PartStager,
+    PartStart,
+    read_parts,
+    related_boundary,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -117,6 +126,44 @@ def test_parts_come_out_whole_however_the_body_is_cut(step):
 def test_transport_padding_after_a_delimiter_and_a_part_without_headers_are_read():
     data = f"--{BOUNDARY} \t\r\n\r\nno headers\r\n--{BOUNDARY}--  \r\n".encode()
     assert _parse(data, 3) == [({}, b"no headers")]
+
+
+def test_a_large_part_is_staged_without_being_held_in_memory(settings, storage_root):
+    settings.DICOM_MAX_UPLOAD_SIZE = 64 * 1024 * 1024
+    block = bytes(range(256)) * 256  # 64 KiB, with CRs in it
+    head = f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+    stager = PartStager(BOUNDARY, part_type="application/dicom", max_parts=10, max_header_size=1024)
+    tracemalloc.start()
+    try:
+        stager.feed(head)
+        digest = hashlib.sha256(bytes(128))
+        digest.update(block[128:])
+        stager.feed(block)
+        for _ in range(479):  # 30 MiB in all
+            stager.feed(block)
+            digest.update(block)
+        stager.feed(f"\r\n--{BOUNDARY}--\r\n".encode())
+        result = stager.finish()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    (part,) = result.parts
+    assert part.upload.size == 480 * len(block)
+    assert part.upload.sha256 == digest.hexdigest()
+    assert peak < 2 * 1024 * 1024  # a few blocks, never the part
+    result.close()
+    assert staged_files() == []
+
+
+def test_read_parts_gives_whole_parts_and_refuses_a_body_cut_short():
+    data = body(b"one", b"\r\ntwo\r\n")
+    parts = read_parts([data[:7], data[7:]], BOUNDARY)
+    assert [(part.content_type, part.body) for part in parts] == [
+        ("application/dicom", b"one"),
+        ("application/dicom", b"\r\ntwo\r\n"),
+    ]
+    with pytest.raises(MultipartError):
+        read_parts(data[:-10], BOUNDARY)
 
 
 # --- the service ---------------------------------------------------------------------------------

@@ -154,3 +154,34 @@ def test_a_body_that_is_not_stow_is_a_415_and_bad_parameters_a_400_over_the_real
     )
     assert status == 400 and set(json.loads(answer)) == {"detail"}
     assert set(staging_dir(dicomweb_server).iterdir()) == before
+
+
+def test_dicomweb_client_gets_the_stored_and_the_failed_of_a_partly_stored_body_202(dicomweb_server):
+    client = dicomweb_server.client()
+    match = fresh_instance()
+    other = fresh_instance()
+    result = client.store_instances(datasets=[match, other], study_instance_uid=match.StudyInstanceUID)
+    assert [item.ReferencedSOPInstanceUID for item in result.ReferencedSOPSequence] == [match.SOPInstanceUID]
+    (failure,) = result.FailedSOPSequence
+    assert (failure.ReferencedSOPInstanceUID, failure.FailureReason) == (other.SOPInstanceUID, 0x0110)
+    assert stored(dicomweb_server, other.SOPInstanceUID) == []
+
+
+def test_a_client_that_goes_away_mid_body_leaves_no_staged_part(dicomweb_server):
+    data = body(part10_bytes(fresh_instance()), part10_bytes(fresh_instance()))
+    before = set(staging_dir(dicomweb_server).iterdir())
+    conn = http.client.HTTPConnection("127.0.0.1", dicomweb_server.port, timeout=30)
+    conn.putrequest("POST", "/dicomweb/studies")
+    conn.putheader("Authorization", f"Token {dicomweb_server.token}")
+    conn.putheader("Content-Type", CONTENT_TYPE)
+    conn.putheader("Content-Length", str(len(data)))
+    conn.endheaders()
+    conn.send(data[: len(data) * 3 // 4])  # the first part whole, the second begun
+    time.sleep(0.5)
+    assert len(set(staging_dir(dicomweb_server).iterdir()) - before) == 2
+    conn.close()
+    for _ in range(50):
+        if set(staging_dir(dicomweb_server).iterdir()) == before:
+            break
+        time.sleep(0.1)
+    assert set(staging_dir(dicomweb_server).iterdir()) == before
