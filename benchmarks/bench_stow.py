@@ -20,12 +20,12 @@ import json
 import os
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pydicom
 from bench_upload import children_of
 from pydicom.data import get_testdata_file
+from service import run_clients as service_run_clients
 from service import running_service
 
 BOUNDARY = "bench-stow-boundary"
@@ -100,32 +100,7 @@ def cpu_seconds(pids: list[int]) -> float:
 
 def run_clients(port: int, token: str, send, payloads: Payloads, clients: int, seconds: float):
     """``clients`` threads sending for ``seconds``: (instances stored, failed requests, elapsed)."""
-    stored = [0] * clients
-    failed = [0] * clients
-    deadline = time.perf_counter() + seconds
-
-    def client(index: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-        while time.perf_counter() < deadline:
-            try:
-                count, status = send(conn, token, payloads)
-            except (OSError, http.client.HTTPException):
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-                count, status = 0, 0
-            if status == 200:
-                stored[index] += count
-            else:
-                failed[index] += 1
-        conn.close()
-
-    start = time.perf_counter()
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sum(stored), sum(failed), time.perf_counter() - start
+    return service_run_clients(port, lambda conn: send(conn, token, payloads), clients, seconds)
 
 
 def main() -> None:

@@ -16,12 +16,12 @@ import argparse
 import http.client
 import json
 import sys
-import threading
 import time
 from pathlib import Path
 
 from pydicom.data import get_testdata_file
 from service import HERE, running_service
+from service import run_clients as service_run_clients
 
 sys.path.insert(0, str(HERE))
 from dicom.tests.multipart import CONTENT_TYPE, TAIL, multipart, multipart_head
@@ -48,32 +48,9 @@ def post_file(
 def run_clients(
     port: int, token: str, payload: bytes, clients: int, seconds: float, fields: dict[str, str] | None = None
 ) -> tuple[int, int, float]:
-    done = [0] * clients
-    failed = [0] * clients
-    deadline = time.perf_counter() + seconds
-
-    def client(index: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        while time.perf_counter() < deadline:
-            try:
-                status = post_file(conn, token, payload, fields)
-            except (OSError, http.client.HTTPException):
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-                status = 0
-            if status == 200:
-                done[index] += 1
-            else:
-                failed[index] += 1
-        conn.close()
-
-    start = time.perf_counter()
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sum(done), sum(failed), time.perf_counter() - start
+    return service_run_clients(
+        port, lambda conn: (1, post_file(conn, token, payload, fields)), clients, seconds
+    )
 
 
 # Bundled CT and MR files for the scan's cost on an anonymizing upload: native, RLE, JPEG 2000.

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -58,6 +59,38 @@ def wait_until_answers(port: int, path: str, *, alive=lambda: True, tries: int =
             return
         except OSError:
             time.sleep(0.2)
+
+
+def run_clients(port: int, send, clients: int, seconds: float) -> tuple[int, int, float]:
+    """``clients`` threads, each on its own keep-alive connection, calling ``send(conn)`` for
+    ``seconds``; ``send`` answers ``(items, status)``. Returns (items of the 200s, other answers,
+    elapsed seconds). A connection that fails is replaced and counts as one failed answer."""
+    done = [0] * clients
+    failed = [0] * clients
+    deadline = time.perf_counter() + seconds
+
+    def client(index: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        while time.perf_counter() < deadline:
+            try:
+                count, status = send(conn)
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+                count, status = 0, 0
+            if status == 200:
+                done[index] += count
+            else:
+                failed[index] += 1
+        conn.close()
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(done), sum(failed), time.perf_counter() - start
 
 
 def free_port() -> int:

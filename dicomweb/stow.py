@@ -316,13 +316,7 @@ def _store_part(
 
     try:
         dicom_file = ingest_checked_file(
-            request=IngestRequest(
-                staged_path=upload.path,
-                sha256=upload.sha256,
-                anonymize=data["anonymize"],
-                study_type=data["study_type"],
-                options=data["options"],
-            ),
+            request=IngestRequest.of_upload(staged_path=upload.path, sha256=upload.sha256, fields=data),
             actor=actor,
             check=check,
         )

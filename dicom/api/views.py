@@ -124,13 +124,7 @@ class DicomViewSet(AuditedEntryPoint, viewsets.ViewSet):
         if not isinstance(upload, StagedUpload):
             raise InvalidDicomError("the upload was not received as a file")
         dicom_file = ingest_file(
-            request=IngestRequest(
-                staged_path=upload.path,
-                sha256=upload.sha256,
-                anonymize=data["anonymize"],
-                study_type=data["study_type"],
-                options=data["options"],
-            ),
+            request=IngestRequest.of_upload(staged_path=upload.path, sha256=upload.sha256, fields=data),
             actor=self.actor(),
         )
         return Response(

@@ -5,11 +5,14 @@ once in the validating walk that also yields the metadata, and is renamed into s
 (the file and the audit entry) commit in one transaction; if that fails the stored file is removed.
 """
 
+from __future__ import annotations
+
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pydicom
 from django.conf import settings
@@ -37,6 +40,18 @@ class IngestRequest:
     anonymize: bool
     study_type: str
     options: DeidOptions
+
+    @classmethod
+    def of_upload(cls, *, staged_path: Path, sha256: str | None, fields: Mapping[str, Any]) -> IngestRequest:
+        """A staged upload with the fields its entry point validated (``anonymize``, ``study_type``,
+        ``options``: the REST upload's and STOW-RS's, from the same serializer)."""
+        return cls(
+            staged_path=staged_path,
+            sha256=sha256,
+            anonymize=fields["anonymize"],
+            study_type=fields["study_type"],
+            options=fields["options"],
+        )
 
 
 def file_metadata(dicom_file: DicomFile) -> dict:
