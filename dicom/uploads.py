@@ -86,16 +86,22 @@ class StagingWriter:
         self.path.unlink(missing_ok=True)
 
 
-def stage_stream(stream, *, chunk_size: int = 1024 * 1024) -> StagedUpload:
-    """Copy a raw request body (a file-like object) to staging through a ``StagingWriter``."""
-    writer = StagingWriter()
+def receive_stream(stream, receiver, *, chunk_size: int = 1024 * 1024):
+    """Give a file-like ``stream`` to ``receiver`` (a ``StagingWriter``, or anything with its
+    ``write``, ``finish`` and ``discard``) a chunk at a time; what ``finish`` returns. On any
+    error the receiver discards what it staged."""
     try:
         while chunk := stream.read(chunk_size):
-            writer.write(chunk)
+            receiver.write(chunk)
     except BaseException:
-        writer.discard()
+        receiver.discard()
         raise
-    return writer.finish()
+    return receiver.finish()
+
+
+def stage_stream(stream, *, chunk_size: int = 1024 * 1024) -> StagedUpload:
+    """Copy a raw request body (a file-like object) to staging through a ``StagingWriter``."""
+    return receive_stream(stream, StagingWriter(), chunk_size=chunk_size)
 
 
 class HashingUploadHandler(FileUploadHandler):

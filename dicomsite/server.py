@@ -286,17 +286,22 @@ async def _stage_body(receive) -> StagedUpload:
     Not spooled first as other bodies are: the file is received once, and the request's body is
     the staged file, removed when the request ends unless the service stored it.
     """
-    writer = StagingWriter()
+    return await _receive_into(receive, StagingWriter())
+
+
+async def _receive_into(receive, receiver):
+    """The body's messages given to ``receiver`` (``write``, then ``finish``: its result) as they
+    arrive; a client that goes away, or any error, has it ``discard`` what it staged."""
     try:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 raise RequestAborted()
-            writer.write(message.get("body", b""))
+            receiver.write(message.get("body", b""))
             if not message.get("more_body", False):
-                return writer.finish()
+                return receiver.finish()
     except BaseException:
-        writer.discard()
+        receiver.discard()
         raise
 
 
@@ -335,17 +340,7 @@ async def _stage_parts(receive, boundary: str) -> StagedParts:
         max_parts=settings.DICOMWEB_MAX_PARTS,
         max_header_size=settings.DICOMWEB_MAX_PART_HEADER_SIZE,
     )
-    try:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise RequestAborted()
-            stager.feed(message.get("body", b""))
-            if not message.get("more_body", False):
-                return stager.finish()
-    except BaseException:
-        stager.abort()
-        raise
+    return await _receive_into(receive, stager)
 
 
 def _response_headers(response) -> list[tuple[bytes, bytes]]:

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from dicom.services.errors import FileTooLargeError
-from dicom.uploads import StagedUpload, StagingWriter
+from dicom.uploads import StagedUpload, StagingWriter, receive_stream
 
 # RFC 2046 5.1.1: characters from this set (a space, but not last), at most 70 of them; taken up to
 # 200, as clients send longer ones (Orthanc's DICOMweb plugin: two UUIDs, 73 characters).
@@ -346,7 +346,8 @@ class PartStager:
         self._writer: StagingWriter | None = None
         self._current: StagedPart | None = None
 
-    def feed(self, data: bytes) -> None:
+    # The receiver interface of dicom.uploads.StagingWriter: write, finish, discard.
+    def write(self, data: bytes) -> None:
         """Take the next bytes of the body (never raises for bad input: see ``result``)."""
         if self._result.error or not data:
             return
@@ -361,7 +362,7 @@ class PartStager:
     def feed_all(self, blocks: Iterable[bytes]) -> StagedParts:
         """Feed every block, then finish: the result."""
         for block in blocks:
-            self.feed(block)
+            self.write(block)
         return self.finish()
 
     def finish(self) -> StagedParts:
@@ -376,7 +377,7 @@ class PartStager:
                 self._fail_body("the body has no part (no multipart boundary found)")
         return self._result
 
-    def abort(self) -> None:
+    def discard(self) -> None:
         """The body will not be finished (the client went away): remove everything staged."""
         self._discard_writer()
         self._result.close()
@@ -437,7 +438,7 @@ class PartStager:
             self._writer = None
 
     def _fail_body(self, detail: str) -> None:
-        self.abort()
+        self.discard()
         self._result.error = detail
 
 
@@ -452,10 +453,4 @@ def stage_stream_parts(
 ) -> StagedParts:
     """Read a multipart body from a file-like ``stream`` (a WSGI request's) and stage its parts."""
     stager = PartStager(boundary, part_type=part_type, max_parts=max_parts, max_header_size=max_header_size)
-    try:
-        while chunk := stream.read(chunk_size):
-            stager.feed(chunk)
-    except BaseException:
-        stager.abort()
-        raise
-    return stager.finish()
+    return receive_stream(stream, stager, chunk_size=chunk_size)

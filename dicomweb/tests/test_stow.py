@@ -135,14 +135,14 @@ def test_a_large_part_is_staged_without_being_held_in_memory(settings, storage_r
     stager = PartStager(BOUNDARY, part_type="application/dicom", max_parts=10, max_header_size=1024)
     tracemalloc.start()
     try:
-        stager.feed(head)
+        stager.write(head)
         digest = hashlib.sha256(bytes(128))
         digest.update(block[128:])
-        stager.feed(block)
+        stager.write(block)
         for _ in range(479):  # 30 MiB in all
-            stager.feed(block)
+            stager.write(block)
             digest.update(block)
-        stager.feed(f"\r\n--{BOUNDARY}--\r\n".encode())
+        stager.write(f"\r\n--{BOUNDARY}--\r\n".encode())
         result = stager.finish()
         _, peak = tracemalloc.get_traced_memory()
     finally:
