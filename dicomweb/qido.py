@@ -95,7 +95,8 @@ def search(view, request, *, level: str, study: str | None = None, series: str |
             series=[m.series for m in page.matches if m.series],
             instances=[m.instance for m in page.matches if m.instance],
         )
-    # RetrieveURL is a default return attribute at every level (PS3.18 Tables 10.6.3-3 to -5).
+    # RetrieveURL and InstanceAvailability are default return attributes at every level (PS3.18
+    # Tables 10.6.3-3 to -5).
     root = service_root(request)
     body = [_dicom_json(match, root) for match in page.matches]
     response = HttpResponse(json.dumps(body, separators=(",", ":")), content_type=content_type)
@@ -194,6 +195,8 @@ def _dicom_json(match: Match, root: str) -> dict:
     if match.instance is not None:
         url += f"/instances/{match.instance}"
     elements["00081190"] = {"vr": "UR", "Value": [url]}
+    # Every instance searched for has its bytes in the service's storage (stored_files).
+    elements["00080056"] = {"vr": "CS", "Value": ["ONLINE"]}
     return dict(sorted(elements.items()))
 
 

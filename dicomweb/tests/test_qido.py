@@ -83,6 +83,7 @@ def test_all_studies_carry_the_default_and_computed_attributes(api, three_studie
     assert doe["00201206"] == {"vr": "IS", "Value": [2]}  # NumberOfStudyRelatedSeries
     assert doe["00201208"] == {"vr": "IS", "Value": [3]}  # NumberOfStudyRelatedInstances
     assert doe["00081190"]["Value"] == [f"http://testserver/dicomweb/studies/{three_studies['doe']}"]
+    assert doe["00080056"] == {"vr": "CS", "Value": ["ONLINE"]}  # InstanceAvailability
     assert list(doe) == sorted(doe)
     smith = next(r for r in results if value(r, STUDY_UID) == three_studies["smith"])
     assert smith[MODALITIES]["Value"] == ["CT", "SR"]
@@ -420,3 +421,11 @@ def test_a_queued_deidentification_is_found_by_its_own_values_and_shares_its_stu
     assert uids(results) == {original.study_instance_uid}
     assert value(results[0], PATIENT_NAME) == {"Alphabetic": copy.patient_name}
     assert found(staff_api, PatientName="Queued*") == []
+
+
+def test_head_answers_like_get_without_an_audit_row(api, three_studies):
+    before = AuditLog.objects.filter(action=AuditLog.Action.SEARCH).count()
+    response = api.head("/dicomweb/studies", HTTP_ACCEPT=DICOM_JSON)
+    assert response.status_code == 200
+    assert response["Content-Type"] == DICOM_JSON
+    assert AuditLog.objects.filter(action=AuditLog.Action.SEARCH).count() == before
