@@ -429,3 +429,24 @@ def test_head_answers_like_get_without_an_audit_row(api, three_studies):
     assert response.status_code == 200
     assert response["Content-Type"] == DICOM_JSON
     assert AuditLog.objects.filter(action=AuditLog.Action.SEARCH).count() == before
+
+
+def test_files_derived_from_a_users_files_are_theirs_two_generations_down(api, user, other_user, other_api):
+    def row(owner, source, study):
+        return DicomFile.objects.create(
+            owner=owner,
+            source=source,
+            status=DicomFile.Status.COMPLETED,
+            storage_key=f"k/{generate_uid()}",
+            study_instance_uid=study,
+            series_instance_uid=generate_uid(),
+            sop_instance_uid=generate_uid(),
+        )
+
+    first, second, third = generate_uid(), generate_uid(), generate_uid()
+    original = row(user, None, first)
+    child = row(other_user, original, second)
+    row(other_user, child, third)
+    row(other_user, None, generate_uid())
+    assert uids(found(api)) == {first, second, third}
+    assert len(found(other_api)) == 3  # their own three (child, grandchild, unrelated)
