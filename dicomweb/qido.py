@@ -17,6 +17,7 @@ UIDs it answered with in the request's audit row.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from urllib.parse import urlsplit
@@ -183,12 +184,11 @@ def _dicom_json(match: Match, root: str) -> dict:
     """A match as a PS3.18 F.2 JSON object, tags in ascending order."""
     elements: dict[str, dict] = {}
     for keyword, values in match.attributes.items():
-        tag = tag_for_keyword(keyword)
-        vr = dictionary_VR(tag)
+        tag, vr = _tag_and_vr(keyword)
         element: dict = {"vr": vr}
         if values:
             element["Value"] = [_json_value(vr, value) for value in values]
-        elements[f"{tag:08X}"] = element
+        elements[tag] = element
     url = f"{root}/studies/{match.study}"
     if match.series is not None:
         url += f"/series/{match.series}"
@@ -198,6 +198,12 @@ def _dicom_json(match: Match, root: str) -> dict:
     # Every instance searched for has its bytes in the service's storage (stored_files).
     elements["00080056"] = {"vr": "CS", "Value": ["ONLINE"]}
     return dict(sorted(elements.items()))
+
+
+@functools.cache
+def _tag_and_vr(keyword: str) -> tuple[str, str]:
+    tag = tag_for_keyword(keyword)
+    return f"{tag:08X}", dictionary_VR(tag)
 
 
 def _json_value(vr: str, value):
