@@ -17,6 +17,7 @@ UIDs it answered with in the request's audit row.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from urllib.parse import urlsplit
@@ -95,7 +96,8 @@ def search(view, request, *, level: str, study: str | None = None, series: str |
             series=[m.series for m in page.matches if m.series],
             instances=[m.instance for m in page.matches if m.instance],
         )
-    # RetrieveURL is a default return attribute at every level (PS3.18 Tables 10.6.3-3 to -5).
+    # RetrieveURL and InstanceAvailability are default return attributes at every level (PS3.18
+    # Tables 10.6.3-3 to -5).
     root = service_root(request)
     body = [_dicom_json(match, root) for match in page.matches]
     response = HttpResponse(json.dumps(body, separators=(",", ":")), content_type=content_type)
@@ -182,19 +184,26 @@ def _dicom_json(match: Match, root: str) -> dict:
     """A match as a PS3.18 F.2 JSON object, tags in ascending order."""
     elements: dict[str, dict] = {}
     for keyword, values in match.attributes.items():
-        tag = tag_for_keyword(keyword)
-        vr = dictionary_VR(tag)
+        tag, vr = _tag_and_vr(keyword)
         element: dict = {"vr": vr}
         if values:
             element["Value"] = [_json_value(vr, value) for value in values]
-        elements[f"{tag:08X}"] = element
+        elements[tag] = element
     url = f"{root}/studies/{match.study}"
     if match.series is not None:
         url += f"/series/{match.series}"
     if match.instance is not None:
         url += f"/instances/{match.instance}"
     elements["00081190"] = {"vr": "UR", "Value": [url]}
+    # Every instance searched for has its bytes in the service's storage (stored_files).
+    elements["00080056"] = {"vr": "CS", "Value": ["ONLINE"]}
     return dict(sorted(elements.items()))
+
+
+@functools.cache
+def _tag_and_vr(keyword: str) -> tuple[str, str]:
+    tag = tag_for_keyword(keyword)
+    return f"{tag:08X}", dictionary_VR(tag)
 
 
 def _json_value(vr: str, value):

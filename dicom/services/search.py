@@ -235,6 +235,7 @@ def find(
         matching = matching.filter(study_instance_uid=query.study)
     if query.series is not None:
         matching = matching.filter(series_instance_uid=query.series)
+    rows_matching = matching
     for keyword, value in query.filters.items():
         attribute = BY_KEYWORD.get(keyword)
         if attribute is None or attribute.match is None or _DEPTH[attribute.level] > _DEPTH[level]:
@@ -246,6 +247,10 @@ def find(
             # No oracle: an original's real value must not decide whether it matches.
             condition &= Q(anonymized=True)
         matching = matching.filter(condition)
+        if attribute.match != MODALITIES:
+            # A study's rows all meet ModalitiesInStudy when the study does: the rows of the
+            # page's studies need not be checked again.
+            rows_matching = rows_matching.filter(condition)
         selective = selective or keyword in _SELECTIVE
 
     key = _KEY_COLUMNS[level]
@@ -263,7 +268,7 @@ def find(
         return Page(matches=[], more=False)
 
     returned = _returned(query)
-    rows = _representatives(matching, level, page, in_full=in_full)
+    rows = _representatives(rows_matching, level, page, in_full=in_full)
     studies = sorted({k[0] for k in page})
     computed = {a.keyword for a in returned if a.source == COMPUTED}
     study_counts = _study_aggregates(files, studies) if computed & _STUDY_COMPUTED else {}

@@ -83,6 +83,7 @@ def test_all_studies_carry_the_default_and_computed_attributes(api, three_studie
     assert doe["00201206"] == {"vr": "IS", "Value": [2]}  # NumberOfStudyRelatedSeries
     assert doe["00201208"] == {"vr": "IS", "Value": [3]}  # NumberOfStudyRelatedInstances
     assert doe["00081190"]["Value"] == [f"http://testserver/dicomweb/studies/{three_studies['doe']}"]
+    assert doe["00080056"] == {"vr": "CS", "Value": ["ONLINE"]}  # InstanceAvailability
     assert list(doe) == sorted(doe)
     smith = next(r for r in results if value(r, STUDY_UID) == three_studies["smith"])
     assert smith[MODALITIES]["Value"] == ["CT", "SR"]
@@ -420,3 +421,32 @@ def test_a_queued_deidentification_is_found_by_its_own_values_and_shares_its_stu
     assert uids(results) == {original.study_instance_uid}
     assert value(results[0], PATIENT_NAME) == {"Alphabetic": copy.patient_name}
     assert found(staff_api, PatientName="Queued*") == []
+
+
+def test_head_answers_like_get_without_an_audit_row(api, three_studies):
+    before = AuditLog.objects.filter(action=AuditLog.Action.SEARCH).count()
+    response = api.head("/dicomweb/studies", HTTP_ACCEPT=DICOM_JSON)
+    assert response.status_code == 200
+    assert response["Content-Type"] == DICOM_JSON
+    assert AuditLog.objects.filter(action=AuditLog.Action.SEARCH).count() == before
+
+
+def test_files_derived_from_a_users_files_are_theirs_two_generations_down(api, user, other_user, other_api):
+    def row(owner, source, study):
+        return DicomFile.objects.create(
+            owner=owner,
+            source=source,
+            status=DicomFile.Status.COMPLETED,
+            storage_key=f"k/{generate_uid()}",
+            study_instance_uid=study,
+            series_instance_uid=generate_uid(),
+            sop_instance_uid=generate_uid(),
+        )
+
+    first, second, third = generate_uid(), generate_uid(), generate_uid()
+    original = row(user, None, first)
+    child = row(other_user, original, second)
+    row(other_user, child, third)
+    row(other_user, None, generate_uid())
+    assert uids(found(api)) == {first, second, third}
+    assert len(found(other_api)) == 3  # their own three (child, grandchild, unrelated)
