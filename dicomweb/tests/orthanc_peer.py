@@ -17,18 +17,18 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from io import BytesIO
 from pathlib import Path
 
 from pydicom import dcmread
-from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from dicom.tests.commands.conftest import wait_for  # noqa: E402
 from dicom.tests.conftest import embedded_service, free_port  # noqa: E402
+from dicom.tests.services.dicom_builders import fresh_instance, part10_bytes  # noqa: E402
 
 ORTHANC = "/usr/sbin/Orthanc"
 PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
@@ -36,21 +36,16 @@ PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 
 def instances(patient_id: str) -> list[bytes]:
     """Three files of one study in two series (CT_small twice, MR_small once), fresh UIDs."""
-    study = generate_uid()
-    series = [generate_uid(), generate_uid()]
+    study, ct_series, mr_series = generate_uid(), generate_uid(), generate_uid()
     files = []
-    for name, series_uid in (
-        ("CT_small.dcm", series[0]),
-        ("CT_small.dcm", series[0]),
-        ("MR_small.dcm", series[1]),
+    for name, series in (
+        ("CT_small.dcm", ct_series),
+        ("CT_small.dcm", ct_series),
+        ("MR_small.dcm", mr_series),
     ):
-        ds = dcmread(get_testdata_file(name))
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series_uid
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds = fresh_instance(name, study=study, series=series)
         ds.PatientID, ds.PatientName = patient_id, "PEER^ORTHANC"
-        buffer = BytesIO()
-        ds.save_as(buffer, enforce_file_format=True)
-        files.append(buffer.getvalue())
+        files.append(part10_bytes(ds))
     return files
 
 
@@ -72,6 +67,13 @@ class Rest:
         data = response.read()
         conn.close()
         return response.status, data
+
+    def answers(self, path: str) -> bool:
+        try:
+            self.call("GET", path)
+            return True
+        except OSError:
+            return False
 
     def json(self, method: str, path: str, body=None):
         status, data = self.call(method, path, body)
@@ -110,12 +112,7 @@ def run(work: Path) -> dict:
         )
         try:
             rest = Rest(port)
-            for _ in range(150):
-                try:
-                    rest.call("GET", "/system")
-                    break
-                except OSError:
-                    time.sleep(0.2)
+            wait_for(lambda: rest.answers("/system"), timeout=30, interval=0.2)
             return drive(rest, Rest(service.port, {"Authorization": f"Token {service.token}"}))
         except Exception:
             # What each side said (synthetic data only), for the test's failure message.

@@ -8,15 +8,13 @@ failed. The service runs as ``make run`` starts it (uvicorn, the worker), not th
 import json
 import os
 import re
-from io import BytesIO
 from pathlib import Path
 
 import pytest
-from pydicom import dcmread
-from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from dicom.tests.conftest import embedded_service
+from dicom.tests.services.dicom_builders import fresh_instance, part10_bytes
 from dicomweb import viewer
 from dicomweb.tests.conftest import DicomWebServer
 from dicomweb.tests.ohif import DRAWN
@@ -34,15 +32,11 @@ def _series(count: int) -> tuple[str, list[bytes]]:
     study, series = generate_uid(), generate_uid()
     files = []
     for number in range(1, count + 1):
-        ds = dcmread(get_testdata_file("CT_small.dcm"))
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds = fresh_instance("CT_small.dcm", study=study, series=series)
         ds.InstanceNumber = number
         ds.ImagePositionPatient = [0, 0, float(number)]
         ds.PatientName, ds.PatientID, ds.StudyDescription = "VIEWER^TEST", "VIEWER-1", "OHIF check"
-        buffer = BytesIO()
-        ds.save_as(buffer, enforce_file_format=True)
-        files.append(buffer.getvalue())
+        files.append(part10_bytes(ds))
     return study, files
 
 
