@@ -133,7 +133,7 @@ def main() -> None:
         print(
             f"series metadata ({args.instances} instances, {len(metadata) / 1e6:.1f} MB): "
             f"first (headers read) {timings[0] * 1000:.0f} ms, then median "
-            f"{statistics.median(timings[1:]) * 1000:.0f} ms (the web worker's cache)"
+            f"{statistics.median(timings[1:]) * 1000:.0f} ms (originals: a worker keeps only de-identified files' JSON)"
         )
         conn.close()
 
