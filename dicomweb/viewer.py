@@ -69,7 +69,7 @@ def _config(request) -> dict:
         "showLoadingIndicator": True,
         "strictZSpacingForVolumeViewport": True,
         "investigationalUseDialog": {"option": "never"},
-        "maxNumRequests": {"interaction": 100, "thumbnail": 5, "prefetch": 10},
+        "maxNumRequests": {"interaction": 100, "thumbnail": 5, "prefetch": 25},
         "defaultDataSourceName": "dicomsvc",
         "dataSources": [
             {
