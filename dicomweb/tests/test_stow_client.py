@@ -110,17 +110,23 @@ def test_a_chunked_body_over_http_client_is_stored(dicomweb_server):
         assert row["sha256"] == zeroed_sha(part10_bytes(dataset))
 
 
+def _stow_request(server, *, length: int) -> http.client.HTTPConnection:
+    """A STOW-RS request of ``length`` bytes whose headers are sent: the body is the caller's to send."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.putrequest("POST", "/dicomweb/studies")
+    conn.putheader("Authorization", f"Token {server.token}")
+    conn.putheader("Content-Type", CONTENT_TYPE)
+    conn.putheader("Content-Length", str(length))
+    conn.endheaders()
+    return conn
+
+
 def test_parts_arriving_slowly_are_staged_one_by_one_as_they_arrive(dicomweb_server):
     first, second = fresh_instance(), fresh_instance()
     data = body(part10_bytes(first), part10_bytes(second))
     # Up to the middle of the second part: the first is complete, the second being written.
     middle = data.index(b"DICM", data.index(b"DICM") + 4) + 10_000
-    conn = http.client.HTTPConnection("127.0.0.1", dicomweb_server.port, timeout=30)
-    conn.putrequest("POST", "/dicomweb/studies")
-    conn.putheader("Authorization", f"Token {dicomweb_server.token}")
-    conn.putheader("Content-Type", CONTENT_TYPE)
-    conn.putheader("Content-Length", str(len(data)))
-    conn.endheaders()
+    conn = _stow_request(dicomweb_server, length=len(data))
     before = set(staging_dir(dicomweb_server).iterdir())
     for offset in range(0, middle, 4096):
         conn.send(data[offset : min(offset + 4096, middle)])
@@ -170,12 +176,7 @@ def test_dicomweb_client_gets_the_stored_and_the_failed_of_a_partly_stored_body_
 def test_a_client_that_goes_away_mid_body_leaves_no_staged_part(dicomweb_server):
     data = body(part10_bytes(fresh_instance()), part10_bytes(fresh_instance()))
     before = set(staging_dir(dicomweb_server).iterdir())
-    conn = http.client.HTTPConnection("127.0.0.1", dicomweb_server.port, timeout=30)
-    conn.putrequest("POST", "/dicomweb/studies")
-    conn.putheader("Authorization", f"Token {dicomweb_server.token}")
-    conn.putheader("Content-Type", CONTENT_TYPE)
-    conn.putheader("Content-Length", str(len(data)))
-    conn.endheaders()
+    conn = _stow_request(dicomweb_server, length=len(data))
     conn.send(data[: len(data) * 3 // 4])  # the first part whole, the second begun
     time.sleep(0.5)
     assert len(set(staging_dir(dicomweb_server).iterdir()) - before) == 2
