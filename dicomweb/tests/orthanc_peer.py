@@ -17,6 +17,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from io import BytesIO
 from pathlib import Path
 
@@ -26,7 +27,6 @@ from pydicom.uid import generate_uid
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from dicom.tests.commands.conftest import wait_for  # noqa: E402
 from dicom.tests.conftest import embedded_service, free_port  # noqa: E402
 from dicom.tests.services.dicom_builders import fresh_instance, part10_bytes  # noqa: E402
 
@@ -112,7 +112,9 @@ def run(work: Path) -> dict:
         )
         try:
             rest = Rest(port)
-            wait_for(lambda: rest.answers("/system"), timeout=30, interval=0.2)
+            deadline = time.monotonic() + 30
+            while not rest.answers("/system") and time.monotonic() < deadline:
+                time.sleep(0.2)
             return drive(rest, Rest(service.port, {"Authorization": f"Token {service.token}"}))
         except Exception:
             # What each side said (synthetic data only), for the test's failure message.
