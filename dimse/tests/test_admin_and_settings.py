@@ -1,6 +1,9 @@
 """The application entities' admin (model permissions decide) and the node's documented settings."""
 
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 from django.contrib.auth.models import Permission
@@ -52,3 +55,24 @@ def test_every_scp_setting_is_documented():
     assert len(names) >= 8
     for name in names:
         assert re.search(rf"^{name}=", example, re.MULTILINE), name
+
+
+def test_production_never_trusts_loopback():
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DJANGO_SETTINGS_MODULE"}},
+        "DJANGO_PRODUCTION": "true",
+        "DJANGO_SECRET_KEY": "s" * 40,
+        "DJANGO_ALLOWED_HOSTS": "pacs.example.org",
+        "DICOM_DEID_KEY": "k" * 40,
+        "DICOM_SCP_TRUST_LOOPBACK": "true",
+    }
+    code = "from django.conf import settings; print(settings.DICOM_SCP_TRUST_LOOPBACK)"
+    out = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-v", "0", "-c", code],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert out.strip().splitlines()[-1] == "False"
