@@ -9,6 +9,11 @@ after each handler so that no idle association holds one. The decisions live in
 - ``EVT_C_ECHO``: success.
 - ``EVT_C_STORE``: :func:`dimse.services.store_instance` on the dataset's encoded bytes, which
   pynetdicom hands over undecoded (``event.request.DataSet``).
+- ``EVT_DATA_RECV``: pynetdicom gathers a message in memory before the handler sees it, so an
+  instance larger than ``DICOM_MAX_UPLOAD_SIZE`` cannot be answered 0xA700 without being held
+  whole. Once the P-DATA received since the last C-STORE exceed the limit by more than two PDUs
+  the association is aborted instead; within that margin the instance is answered 0xA700 when
+  it is complete (the staging writer's bound).
 """
 
 from __future__ import annotations
@@ -60,6 +65,9 @@ STORE_TRANSFER_SYNTAXES = [
 assert DeflatedExplicitVRLittleEndian not in STORE_TRANSFER_SYNTAXES
 
 _PEER = "_dimse_peer"
+_RECEIVED = "_dimse_received"
+_ABORTING = "_dimse_aborting"
+P_DATA_TF = b"\x04"
 
 
 def build_ae(*, ae_title: str) -> AE:
@@ -80,7 +88,29 @@ def handlers() -> list[tuple]:
         (evt.EVT_REQUESTED, on_requested),
         (evt.EVT_C_ECHO, on_echo),
         (evt.EVT_C_STORE, on_store),
+        (evt.EVT_DATA_RECV, on_data_received),
     ]
+
+
+def on_data_received(event) -> None:
+    """Count the P-DATA bytes of the message under way; abort beyond the bound (see the module)."""
+    data = event.data
+    if data[:1] != P_DATA_TF:
+        return
+    assoc = event.assoc
+    if getattr(assoc, _ABORTING, False):
+        return
+    received = getattr(assoc, _RECEIVED, 0) + len(data)
+    setattr(assoc, _RECEIVED, received)
+    if received > settings.DICOM_MAX_UPLOAD_SIZE + 2 * settings.DICOM_SCP_MAX_PDU:
+        peer = getattr(assoc, _PEER, None)
+        logger.warning(
+            "association from %s aborted: an instance exceeds %s bytes",
+            peer.calling_ae if peer else "?",
+            settings.DICOM_MAX_UPLOAD_SIZE,
+        )
+        setattr(assoc, _ABORTING, True)
+        assoc.abort(block=False)
 
 
 def on_requested(event) -> None:
@@ -115,6 +145,7 @@ def on_echo(event) -> int:
 
 def on_store(event) -> Dataset:
     peer: services.Peer = getattr(event.assoc, _PEER)
+    setattr(event.assoc, _RECEIVED, 0)  # the next message's count starts here
     request = event.request
     try:
         dicom_file, status, comment = services.store_instance(

@@ -345,3 +345,35 @@ def test_a_truncated_dataset_is_refused_and_a_dropped_association_leaves_nothing
         assert result.returncode == 0, result.stderr
         assert len(node.files()) == 1
     assert "Traceback" not in node.log.read_text()
+
+
+def test_instances_over_the_size_limit(tmp_path):
+    # Abort beyond DICOM_MAX_UPLOAD_SIZE + 2 PDUs (8192): CT_small's 39 kB; 0xA700 within the margin.
+    with dimse_node(tmp_path, DICOM_MAX_UPLOAD_SIZE="20000", DICOM_SCP_MAX_PDU="4096") as node:
+        small = _dcmtk(
+            "storescu",
+            "-v",
+            "-aec",
+            "DICOMSVC",
+            "127.0.0.1",
+            str(node.port),
+            get_testdata_file("MR_small.dcm"),
+        )
+        assert "Received Store Response (Success)" in small.stdout + small.stderr, small.stderr
+
+        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        ds.PixelData = ds.PixelData[:16000]
+        over = tmp_path / "over.dcm"
+        ds.save_as(over)
+        assert 20000 < over.stat().st_size < 28000
+        answer = _send_file(node.port, over)
+        assert answer.Status == 0xA700 and "limit" in answer.ErrorComment
+
+        big = _dcmtk(
+            "storescu", "-aec", "DICOMSVC", "127.0.0.1", str(node.port), get_testdata_file("CT_small.dcm")
+        )
+        assert big.returncode != 0 or "Store Response (Success)" not in big.stdout + big.stderr
+        assert node.log.read_text().count("an instance exceeds 20000 bytes") == 1
+        assert len(node.files()) == 1 and node.staged() == []
+        echo = _dcmtk("echoscu", "-aec", "DICOMSVC", "127.0.0.1", str(node.port))
+        assert echo.returncode == 0, echo.stderr
