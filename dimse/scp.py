@@ -123,6 +123,12 @@ def on_requested(event) -> None:
             called_ae=str(primitive.called_ae_title),
             address=address,
         )
+    except Exception:
+        # pynetdicom would log a notification handler's error and accept the association: refuse
+        # it instead (transient: the database may answer again).
+        logger.exception("association from %s: admission failed", address)
+        _reject(assoc, result=0x02, diagnostic=0x01)
+        return
     finally:
         connections.close_all()
     if isinstance(outcome, services.Rejection):
@@ -132,11 +138,16 @@ def on_requested(event) -> None:
             str(primitive.calling_ae_title),
             outcome.reason,
         )
-        assoc.acse.send_reject(0x01, 0x01, outcome.diagnostic)
-        evt.trigger(assoc, evt.EVT_REJECTED, {})
-        assoc.kill()
+        _reject(assoc, result=0x01, diagnostic=outcome.diagnostic)
         return
     setattr(assoc, _PEER, outcome)
+
+
+def _reject(assoc, *, result: int, diagnostic: int) -> None:
+    """A-ASSOCIATE-RJ from the service user (source 1), as pynetdicom's own rejections end."""
+    assoc.acse.send_reject(result, 0x01, diagnostic)
+    evt.trigger(assoc, evt.EVT_REJECTED, {})
+    assoc.kill()
 
 
 def on_echo(event) -> int:

@@ -377,3 +377,15 @@ def test_instances_over_the_size_limit(tmp_path):
         assert len(node.files()) == 1 and node.staged() == []
         echo = _dcmtk("echoscu", "-aec", "DICOMSVC", "127.0.0.1", str(node.port))
         assert echo.returncode == 0, echo.stderr
+
+
+def test_an_admission_that_fails_rejects_the_association(tmp_path):
+    with dimse_node(tmp_path) as node:
+        node.shell(
+            "from django.db import connection; cursor = connection.cursor();"
+            "cursor.execute('DROP TABLE dimse_applicationentity'); print('null')"
+        )
+        echo = _dcmtk("echoscu", "-aec", "DICOMSVC", "127.0.0.1", str(node.port))
+        assert echo.returncode != 0
+        assert "Rejected Transient" in echo.stderr, echo.stderr
+        assert "admission failed" in node.log.read_text()
