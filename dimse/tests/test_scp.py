@@ -23,6 +23,7 @@ from pynetdicom import AE, _config
 from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu import P_DATA_TF
+from pynetdicom.sop_class import Verification
 
 from dicom.tests.conftest import ROOT, free_port
 
@@ -72,14 +73,6 @@ class Node:
         )
 
 
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 @contextmanager
 def dimse_node(tmp_path: Path, **extra_env: str):
     env = {
@@ -100,7 +93,9 @@ def dimse_node(tmp_path: Path, **extra_env: str):
         stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 60
-    while not _listening(port):
+    # Ready when it says so: a probing connection would hold one of its association slots until
+    # pynetdicom's ACSE timeout.
+    while "DIMSE node listening" not in log_path.read_text():
         assert process.poll() is None, log_path.read_text()
         assert time.monotonic() < deadline, "the DIMSE node did not listen"
         time.sleep(0.2)
@@ -389,3 +384,20 @@ def test_an_admission_that_fails_rejects_the_association(tmp_path):
         assert echo.returncode != 0
         assert "Rejected Transient" in echo.stderr, echo.stderr
         assert "admission failed" in node.log.read_text()
+
+
+def test_associations_beyond_the_maximum_are_rejected(tmp_path):
+    with dimse_node(tmp_path, DICOM_SCP_MAX_ASSOCIATIONS="1") as node:
+        ae = AE(ae_title="PYSCU")
+        ae.add_requested_context(Verification)
+        held = ae.associate("127.0.0.1", node.port, ae_title="DICOMSVC")
+        assert held.is_established
+        try:
+            echo = _dcmtk("echoscu", "-aec", "DICOMSVC", "127.0.0.1", str(node.port))
+            assert echo.returncode != 0 and "Local Limit Exceeded" in echo.stderr, echo.stderr
+        finally:
+            held.release()
+        deadline = time.monotonic() + 10
+        while (echo := _dcmtk("echoscu", "-aec", "DICOMSVC", "127.0.0.1", str(node.port))).returncode != 0:
+            assert time.monotonic() < deadline, echo.stderr
+            time.sleep(0.2)
