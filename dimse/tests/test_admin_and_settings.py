@@ -57,6 +57,7 @@ def test_every_scp_setting_is_documented():
         assert re.search(rf"^{name}=", example, re.MULTILINE), name
 
 
+@pytest.mark.slow
 def test_production_never_trusts_loopback():
     env = {
         **{k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DJANGO_SETTINGS_MODULE"}},
