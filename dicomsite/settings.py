@@ -78,6 +78,7 @@ INSTALLED_APPS = [
     "audit",
     "dicom",
     "dicomweb",
+    "dimse",
     "django_tasks_db",
 ]
 
@@ -283,6 +284,22 @@ DICOM_VIEWER_DIR = Path(env_str("DICOM_VIEWER_DIR", str(BASE_DIR / "viewer" / "o
 # STOW-RS: at most this many parts per request, each part's headers at most this many bytes.
 DICOMWEB_MAX_PARTS = env_int("DICOMWEB_MAX_PARTS", 10000, minimum=1)
 DICOMWEB_MAX_PART_HEADER_SIZE = env_int("DICOMWEB_MAX_PART_HEADER_SIZE", 16 * 1024, minimum=256)
+# The DIMSE node (`manage.py dicom_scp`): where it listens, its AE titles (the first stores
+# originals, the second de-identifies with DICOM_SCP_DEID_OPTIONS), and its bounds.
+DICOM_SCP_HOST = env_str("DICOM_SCP_HOST", "127.0.0.1")
+DICOM_SCP_PORT = env_int("DICOM_SCP_PORT", 11112, minimum=1)
+DICOM_SCP_AE_TITLE = env_str("DICOM_SCP_AE_TITLE", "DICOMSVC")
+DICOM_SCP_DEID_AE_TITLE = env_str("DICOM_SCP_DEID_AE_TITLE", "DEID")
+DICOM_SCP_DEID_OPTIONS = env_list("DICOM_SCP_DEID_OPTIONS", DICOM_DEID_DEFAULT_OPTIONS)
+DICOM_SCP_MAX_ASSOCIATIONS = env_int("DICOM_SCP_MAX_ASSOCIATIONS", 10, minimum=1)
+DICOM_SCP_MAX_PDU = env_int("DICOM_SCP_MAX_PDU", 65536, minimum=4096)
+if DICOM_SCP_MAX_PDU > 16 * 1024**2:
+    raise ImproperlyConfigured(f"DICOM_SCP_MAX_PDU must be at most {16 * 1024**2}, got {DICOM_SCP_MAX_PDU}")
+if DICOM_SCP_PORT > 65535:
+    raise ImproperlyConfigured(f"DICOM_SCP_PORT must be at most 65535, got {DICOM_SCP_PORT}")
+# Embedded mode only: any calling AE title from a loopback address is accepted, acting as
+# DICOM_SYSTEM_USERNAME (a local storescu needs no registration). Never in production.
+DICOM_SCP_TRUST_LOOPBACK = env_bool("DICOM_SCP_TRUST_LOOPBACK", True) and not PRODUCTION
 DICOM_WORKER_POLL_MS = env_int("DICOM_WORKER_POLL_MS", 100, minimum=10)
 DICOM_WORKER_STALE_SECONDS = env_int("DICOM_WORKER_STALE_SECONDS", 30, minimum=2)
 # A job that raised is tried again after this many seconds times its attempt number.

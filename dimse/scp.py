@@ -1,0 +1,179 @@
+"""The DIMSE node on the network (pynetdicom): C-ECHO and C-STORE SCP under our AE titles.
+
+Each association runs in its own thread (pynetdicom's), with its own database connection, closed
+after each handler so that no idle association holds one. The decisions live in
+``dimse.services``; this module only maps them onto pynetdicom's events:
+
+- ``EVT_REQUESTED``: :func:`dimse.services.admit`; a refusal answers A-ASSOCIATE-RJ (permanent,
+  service user, calling or called AE title not recognized).
+- ``EVT_C_ECHO``: success.
+- ``EVT_C_STORE``: :func:`dimse.services.store_instance` on the dataset's encoded bytes, which
+  pynetdicom hands over undecoded (``event.request.DataSet``).
+- ``EVT_DATA_RECV``: pynetdicom gathers a message in memory before the handler sees it, so an
+  instance larger than ``DICOM_MAX_UPLOAD_SIZE`` cannot be answered 0xA700 without being held
+  whole. Once the P-DATA received since the last C-STORE exceed the limit by more than two PDUs
+  the association is aborted instead; within that margin the instance is answered 0xA700 when
+  it is complete (the staging writer's bound).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.db import connections
+from pydicom.dataset import Dataset
+from pydicom.uid import (
+    JPEG2000,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+from pynetdicom import AE, evt
+from pynetdicom.presentation import AllStoragePresentationContexts
+from pynetdicom.sop_class import Verification
+
+from dimse import services
+
+logger = logging.getLogger(__name__)
+
+# What the service can store: the uncompressed syntaxes and the compressed ones it decodes (JPEG,
+# JPEG-LS, JPEG 2000, RLE). Not Deflated Explicit VR Little Endian: pydicom inflates it unbounded.
+STORE_TRANSFER_SYNTAXES = [
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    JPEG2000Lossless,
+    JPEG2000,
+    RLELossless,
+]
+assert DeflatedExplicitVRLittleEndian not in STORE_TRANSFER_SYNTAXES
+
+_PEER = "_dimse_peer"
+_RECEIVED = "_dimse_received"
+_ABORTING = "_dimse_aborting"
+P_DATA_TF = b"\x04"
+
+
+def build_ae(*, ae_title: str) -> AE:
+    """The application entity: Verification and every storage SOP class, our bounds."""
+    ae = AE(ae_title=ae_title)
+    # Our own check of the called AE title (two are ours) runs in EVT_REQUESTED.
+    ae.require_called_aet = False
+    ae.maximum_associations = settings.DICOM_SCP_MAX_ASSOCIATIONS
+    ae.maximum_pdu_size = settings.DICOM_SCP_MAX_PDU
+    ae.add_supported_context(Verification)
+    for context in AllStoragePresentationContexts:
+        ae.add_supported_context(context.abstract_syntax, STORE_TRANSFER_SYNTAXES)
+    return ae
+
+
+def handlers() -> list[tuple]:
+    return [
+        (evt.EVT_REQUESTED, on_requested),
+        (evt.EVT_C_ECHO, on_echo),
+        (evt.EVT_C_STORE, on_store),
+        (evt.EVT_DATA_RECV, on_data_received),
+    ]
+
+
+def on_data_received(event) -> None:
+    """Count the P-DATA bytes of the message under way; abort beyond the bound (see the module)."""
+    data = event.data
+    if data[:1] != P_DATA_TF:
+        return
+    assoc = event.assoc
+    if getattr(assoc, _ABORTING, False):
+        return
+    received = getattr(assoc, _RECEIVED, 0) + len(data)
+    setattr(assoc, _RECEIVED, received)
+    if received > settings.DICOM_MAX_UPLOAD_SIZE + 2 * settings.DICOM_SCP_MAX_PDU:
+        peer = getattr(assoc, _PEER, None)
+        logger.warning(
+            "association from %s aborted: an instance exceeds %s bytes",
+            peer.calling_ae if peer else "?",
+            settings.DICOM_MAX_UPLOAD_SIZE,
+        )
+        setattr(assoc, _ABORTING, True)
+        assoc.abort(block=False)
+
+
+def on_requested(event) -> None:
+    assoc = event.assoc
+    primitive = assoc.requestor.primitive
+    address = assoc.requestor.address
+    try:
+        outcome = services.admit(
+            calling_ae=str(primitive.calling_ae_title),
+            called_ae=str(primitive.called_ae_title),
+            address=address,
+        )
+    except Exception:
+        # pynetdicom would log a notification handler's error and accept the association: refuse
+        # it instead (transient: the database may answer again).
+        logger.exception("association from %s: admission failed", address)
+        _reject(assoc, result=0x02, diagnostic=0x01)
+        return
+    finally:
+        connections.close_all()
+    if isinstance(outcome, services.Rejection):
+        logger.warning(
+            "association from %s (calling AE %r) rejected: %s",
+            address,
+            str(primitive.calling_ae_title),
+            outcome.reason,
+        )
+        _reject(assoc, result=0x01, diagnostic=outcome.diagnostic)
+        return
+    setattr(assoc, _PEER, outcome)
+
+
+def _reject(assoc, *, result: int, diagnostic: int) -> None:
+    """A-ASSOCIATE-RJ from the service user (source 1), as pynetdicom's own rejections end."""
+    assoc.acse.send_reject(result, 0x01, diagnostic)
+    evt.trigger(assoc, evt.EVT_REJECTED, {})
+    assoc.kill()
+
+
+def on_echo(event) -> int:
+    return services.SUCCESS
+
+
+def on_store(event) -> Dataset:
+    peer: services.Peer = getattr(event.assoc, _PEER)
+    setattr(event.assoc, _RECEIVED, 0)  # the next message's count starts here
+    request = event.request
+    try:
+        dicom_file, status, comment = services.store_instance(
+            peer=peer,
+            dataset=request.DataSet,
+            sop_class_uid=str(request.AffectedSOPClassUID),
+            sop_instance_uid=str(request.AffectedSOPInstanceUID),
+            transfer_syntax_uid=str(event.context.transfer_syntax),
+        )
+    finally:
+        connections.close_all()
+    answer = Dataset()
+    answer.Status = status
+    if comment:
+        answer.ErrorComment = comment
+    if dicom_file is not None:
+        logger.info("C-STORE from %s stored file %s", peer.calling_ae, dicom_file.id)
+    else:
+        logger.warning("C-STORE from %s refused: 0x%04X %s", peer.calling_ae, status, comment)
+    return answer
