@@ -293,6 +293,8 @@ DICOM_SCP_DEID_AE_TITLE = env_str("DICOM_SCP_DEID_AE_TITLE", "DEID")
 DICOM_SCP_DEID_OPTIONS = env_list("DICOM_SCP_DEID_OPTIONS", DICOM_DEID_DEFAULT_OPTIONS)
 DICOM_SCP_MAX_ASSOCIATIONS = env_int("DICOM_SCP_MAX_ASSOCIATIONS", 10, minimum=1)
 DICOM_SCP_MAX_PDU = env_int("DICOM_SCP_MAX_PDU", 65536, minimum=4096)
+# C-FIND: at most this many matches per request (the rest are not sent; the final status says so).
+DICOM_SCP_MAX_FIND_RESULTS = env_int("DICOM_SCP_MAX_FIND_RESULTS", 1000, minimum=1)
 if DICOM_SCP_MAX_PDU > 16 * 1024**2:
     raise ImproperlyConfigured(f"DICOM_SCP_MAX_PDU must be at most {16 * 1024**2}, got {DICOM_SCP_MAX_PDU}")
 if DICOM_SCP_PORT > 65535:

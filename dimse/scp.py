@@ -1,4 +1,4 @@
-"""The DIMSE node on the network (pynetdicom): C-ECHO and C-STORE SCP under our AE titles.
+"""The DIMSE node on the network (pynetdicom): C-ECHO, C-STORE and C-FIND SCP under our AE titles.
 
 Each association runs in its own thread (pynetdicom's), with its own database connection, closed
 after each handler so that no idle association holds one. The decisions live in
@@ -9,6 +9,8 @@ after each handler so that no idle association holds one. The decisions live in
 - ``EVT_C_ECHO``: success.
 - ``EVT_C_STORE``: :func:`dimse.services.store_instance` on the dataset's encoded bytes, which
   pynetdicom hands over undecoded (``event.request.DataSet``).
+- ``EVT_C_FIND`` (Study Root): :func:`dimse.find.answer_find`, its identifiers sent as pending
+  responses while the peer has not cancelled, then :func:`dimse.find.record_find` and the final status.
 - ``EVT_DATA_RECV``: pynetdicom gathers a message in memory before the handler sees it, so an
   instance larger than ``DICOM_MAX_UPLOAD_SIZE`` cannot be answered 0xA700 without being held
   whole. Once the P-DATA received since the last C-STORE exceed the limit by more than two PDUs
@@ -40,9 +42,9 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
 
-from dimse import services
+from dimse import find, services
 
 logger = logging.getLogger(__name__)
 
@@ -71,13 +73,14 @@ P_DATA_TF = b"\x04"
 
 
 def build_ae(*, ae_title: str) -> AE:
-    """The application entity: Verification and every storage SOP class, our bounds."""
+    """The application entity: Verification, every storage SOP class, Study Root C-FIND, our bounds."""
     ae = AE(ae_title=ae_title)
     # Our own check of the called AE title (two are ours) runs in EVT_REQUESTED.
     ae.require_called_aet = False
     ae.maximum_associations = settings.DICOM_SCP_MAX_ASSOCIATIONS
     ae.maximum_pdu_size = settings.DICOM_SCP_MAX_PDU
     ae.add_supported_context(Verification)
+    ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
     for context in AllStoragePresentationContexts:
         ae.add_supported_context(context.abstract_syntax, STORE_TRANSFER_SYNTAXES)
     return ae
@@ -88,6 +91,7 @@ def handlers() -> list[tuple]:
         (evt.EVT_REQUESTED, on_requested),
         (evt.EVT_C_ECHO, on_echo),
         (evt.EVT_C_STORE, on_store),
+        (evt.EVT_C_FIND, on_find),
         (evt.EVT_DATA_RECV, on_data_received),
     ]
 
@@ -177,3 +181,49 @@ def on_store(event) -> Dataset:
     else:
         logger.warning("C-STORE from %s refused: 0x%04X %s", peer.calling_ae, status, comment)
     return answer
+
+
+def on_find(event):
+    """Answer a C-FIND: pending identifiers while not cancelled, then the final status."""
+    peer: services.Peer = getattr(event.assoc, _PEER)
+    setattr(event.assoc, _RECEIVED, 0)
+    try:
+        try:
+            identifier = event.identifier
+        except Exception:
+            identifier = None
+        if identifier is None:
+            answer = find.FindAnswer(status=find.UNABLE_TO_PROCESS, comment="identifier cannot be decoded")
+            logger.warning("C-FIND from %s: identifier cannot be decoded", peer.calling_ae)
+        else:
+            answer = find.answer_find(peer=peer, identifier=identifier)
+    finally:
+        connections.close_all()
+    if answer.status not in (find.SUCCESS, find.LIMIT_REACHED):
+        logger.warning("C-FIND from %s refused: 0x%04X %s", peer.calling_ae, answer.status, answer.comment)
+        yield _final(answer.status, answer.comment)
+        return
+    sent, status = 0, answer.status
+    for dataset in answer.identifiers:
+        if event.is_cancelled:
+            status = find.CANCELLED
+            break
+        yield answer.pending_status, dataset
+        sent += 1
+    else:
+        if event.is_cancelled:
+            status = find.CANCELLED
+    try:
+        find.record_find(peer=peer, answer=answer, sent=sent, status=status)
+    finally:
+        connections.close_all()
+    logger.info("C-FIND from %s: 0x%04X after %s matches", peer.calling_ae, status, sent)
+    yield _final(status, "")
+
+
+def _final(status: int, comment: str) -> tuple[Dataset, None]:
+    answer = Dataset()
+    answer.Status = status
+    if comment:
+        answer.ErrorComment = comment
+    return answer, None
