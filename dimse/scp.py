@@ -40,7 +40,7 @@ from pydicom.uid import (
     JPEGLSNearLossless,
     RLELossless,
 )
-from pynetdicom import AE, evt
+from pynetdicom import AE, _config, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
 
@@ -74,6 +74,9 @@ P_DATA_TF = b"\x04"
 
 def build_ae(*, ae_title: str) -> AE:
     """The application entity: Verification, every storage SOP class, Study Root C-FIND, our bounds."""
+    # pynetdicom logs C-FIND identifiers at INFO: their values are patient data (names, IDs).
+    _config.LOG_REQUEST_IDENTIFIERS = False
+    _config.LOG_RESPONSE_IDENTIFIERS = False
     ae = AE(ae_title=ae_title)
     # Our own check of the called AE title (two are ours) runs in EVT_REQUESTED.
     ae.require_called_aet = False

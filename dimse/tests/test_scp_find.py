@@ -1,0 +1,126 @@
+"""C-FIND against ``manage.py dicom_scp`` as a process: files stored with storescu, found with findscu."""
+
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+
+from dicom.tests.services.dicom_builders import search_instance
+from dimse.tests.conftest import Node, _dcmtk, dimse_node
+
+pytestmark = pytest.mark.slow
+
+SETUP = (
+    "from django.contrib.auth.models import User; from dimse.models import ApplicationEntity;"
+    "ct = User.objects.create_user('ct-account');"
+    "ApplicationEntity.objects.create(ae_title='CT1', account=ct, may_store=True, may_query=True);"
+    "ApplicationEntity.objects.create(ae_title='CT2', account=ct, may_store=True);"
+    "ApplicationEntity.objects.create(ae_title='WS2', account=User.objects.create_user('other'), may_query=True);"
+    "print('null')"
+)
+
+
+def findscu(node: Node, out: Path, aet: str, *keys: str) -> tuple[str, list[pydicom.Dataset]]:
+    """findscu (Study Root) with ``keys``: its log and the response identifiers it extracted."""
+    out.mkdir()
+    args = ["-v", "-S", "-aet", aet, "-aec", "DICOMSVC", "-X", "-od", str(out)]
+    for key in keys:
+        args += ["-k", key]
+    result = _dcmtk("findscu", *args, "127.0.0.1", str(node.port))
+    log = result.stdout + result.stderr
+    return log, [pydicom.dcmread(path) for path in sorted(out.glob("rsp*.dcm"))]
+
+
+def test_find_at_every_level_as_the_aes_account(tmp_path):
+    jane, john, roe = generate_uid(), generate_uid(), generate_uid()
+    jane_series = generate_uid()
+    instances = [
+        {"study_uid": jane, "series_uid": jane_series, "PatientName": "Doe^Jane", "StudyDate": "20040105", "InstanceNumber": "1"},
+        {"study_uid": jane, "series_uid": jane_series, "PatientName": "Doe^Jane", "StudyDate": "20040105", "InstanceNumber": "2"},
+        {"study_uid": john, "PatientName": "doe^john", "StudyDate": "20041231"},
+        {"study_uid": roe, "PatientName": "Roe^Richard", "StudyDate": "20050101"},
+    ]  # fmt: skip
+    paths = []
+    for number, attributes in enumerate(instances):
+        path = tmp_path / f"in{number}.dcm"
+        path.write_bytes(search_instance(**attributes))
+        paths.append(str(path))
+    with dimse_node(tmp_path, DICOM_SCP_TRUST_LOOPBACK="false", DICOM_SCP_MAX_FIND_RESULTS="3") as node:
+        node.shell(SETUP)
+        stored = _dcmtk("storescu", "-aet", "CT1", "-aec", "DICOMSVC", "127.0.0.1", str(node.port), *paths)
+        assert stored.returncode == 0, stored.stderr
+        held = node.shell(
+            "import json; from dicom.models import DicomFile;"
+            "print(json.dumps(list(DicomFile.objects.values_list("
+            "'study_instance_uid', 'series_instance_uid', 'sop_instance_uid', 'patient_name', 'study_date')), default=str))"
+        )
+        assert len(held) == 4
+
+        # STUDY: a wildcard name, case-insensitive; the return keys filled.
+        log, found = findscu(
+            node, tmp_path / "a", "CT1", "QueryRetrieveLevel=STUDY", "PatientName=DOE*", "StudyInstanceUID",
+            "StudyDate", "NumberOfStudyRelatedInstances", "PatientBirthDate",
+        )  # fmt: skip
+        assert "Success" in log, log
+        assert {ds.StudyInstanceUID for ds in found} == {r[0] for r in held if r[3].upper().startswith("DOE")}
+        by_study = {ds.StudyInstanceUID: ds for ds in found}
+        assert str(by_study[jane].PatientName) == "Doe^Jane" and by_study[jane].StudyDate == "20040105"
+        assert by_study[jane].NumberOfStudyRelatedInstances == 2
+        assert all(ds.QueryRetrieveLevel == "STUDY" and ds.RetrieveAETitle == "DICOMSVC" for ds in found)
+        assert all("PatientBirthDate" in ds for ds in found)
+
+        # STUDY: a date range.
+        log, found = findscu(
+            node,
+            tmp_path / "b",
+            "CT1",
+            "QueryRetrieveLevel=STUDY",
+            "StudyDate=20040101-20041231",
+            "StudyInstanceUID",
+        )
+        in_2004 = {r[0] for r in held if "2004-01-01" <= r[4] <= "2004-12-31"}
+        assert {ds.StudyInstanceUID for ds in found} == in_2004 == {jane, john}
+
+        # SERIES under one study.
+        log, found = findscu(
+            node, tmp_path / "c", "CT1", "QueryRetrieveLevel=SERIES", f"StudyInstanceUID={jane}", "SeriesInstanceUID",
+            "Modality",
+        )  # fmt: skip
+        assert [(ds.StudyInstanceUID, ds.SeriesInstanceUID) for ds in found] == [(jane, jane_series)]
+        assert found[0].Modality == "CT"
+
+        # IMAGE: a UID list.
+        log, found = findscu(
+            node, tmp_path / "d", "CT1", "QueryRetrieveLevel=IMAGE", f"StudyInstanceUID={jane}\\{roe}",
+            "SOPInstanceUID", "InstanceNumber",
+        )  # fmt: skip
+        assert {ds.SOPInstanceUID for ds in found} == {r[2] for r in held if r[0] in (jane, roe)}
+        assert all(ds.QueryRetrieveLevel == "IMAGE" for ds in found) and len(found) == 3
+
+        # More than DICOM_SCP_MAX_FIND_RESULTS: that many, then 0xB001.
+        log, found = findscu(node, tmp_path / "e", "CT1", "QueryRetrieveLevel=IMAGE", "SOPInstanceUID")
+        assert len(found) == 3 and "0xb001" in log.lower(), log
+
+        # No Query/Retrieve Level: 0xA900, no match.
+        log, found = findscu(node, tmp_path / "f", "CT1", "PatientName=DOE*")
+        assert found == [] and "DataSetDoesNotMatchSOPClass" in log, log
+
+        # An AE without may_query: refused, no match; another account sees none of these files.
+        log, found = findscu(node, tmp_path / "g", "CT2", "QueryRetrieveLevel=STUDY", "StudyInstanceUID")
+        assert found == [] and "Unknown Status: 0x124" in log, log  # DCMTK does not name PS3.7 0124H
+        log, found = findscu(node, tmp_path / "h", "WS2", "QueryRetrieveLevel=STUDY", "StudyInstanceUID")
+        assert found == [] and "Success" in log, log
+
+        searches = [row for row in node.audit() if row["action"] == "search"]
+        assert [(row["reason"].split(":")[0], row["success"]) for row in searches] == [
+            ("DIMSE C-FIND CT1 -> DICOMSVC", True)
+        ] * 5 + [("DIMSE C-FIND CT1 -> DICOMSVC", False), ("DIMSE C-FIND CT2 -> DICOMSVC", False)] + [
+            ("DIMSE C-FIND WS2 -> DICOMSVC", True)
+        ]
+        assert searches[4]["reason"].endswith("0xB001 3 matches")
+        assert not any("doe" in row["reason"].lower() or "2004" in row["reason"] for row in searches)
+        assert [row["username"] for row in searches][-2:] == ["ct-account", "other"]
+        assert "Find SCP Request Identifier" not in node.log.read_text()
+    log = node.log.read_text().lower()
+    assert "doe^" not in log and "doe*" not in log and "roe^" not in log and "20040101" not in log
