@@ -13,13 +13,14 @@
 
 Statuses (PS3.4 C.4.1.1.4, PS3.7 C): 0xFF00/0xFF01 pending, 0x0000 success, 0xB001 the cap was
 reached, 0xFE00 cancelled, 0xA900 the identifier does not match the SOP class, 0xC000 a value the
-search cannot take, 0x0124 the AE may not query (PS3.7's general "refused: not authorized": C.4.1.1.4
-has none of its own). No value of an identifier goes into a log line, an audit reason or an Error Comment.
+search cannot take, 0xA700 any other failure (the database), 0x0124 the AE may not query (PS3.7's
+general "refused: not authorized": C.4.1.1.4 has none of its own). No value of an identifier goes
+into a log line, an audit reason or an Error Comment.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -42,6 +43,8 @@ from dicom.services.search import (
     find,
 )
 from dicomweb.selectors import stored_files
+
+logger = logging.getLogger(__name__)
 
 PENDING = 0xFF00
 PENDING_WARNING = 0xFF01
@@ -197,7 +200,8 @@ def response_identifier(match: Match, *, request: FindRequest, retrieve_ae_title
 
 
 def _comment(error: BaseException) -> str:
-    detail = error.detail if isinstance(error, DicomServiceError) else describe_failure(error)[1]
+    # The project's errors say what is wrong without a value; anything else says nothing more.
+    detail = error.detail if isinstance(error, DicomServiceError) else "unable to search"
     return str(detail)[:ERROR_COMMENT_MAX]
 
 
@@ -237,10 +241,10 @@ def answer_find(*, peer, identifier: Dataset, limit: int | None = None) -> FindA
             limit=limit,
             offset=0,
         )
-    except Exception as error:
-        refused(actor=actor, action=AuditLog.Action.SEARCH, error=error, describe=describe)
+    except Exception as error:  # every failure is a status to the peer, audited
         if not isinstance(error, DicomServiceError):
-            raise
+            logger.exception("C-FIND from %s failed", peer.calling_ae)
+        refused(actor=actor, action=AuditLog.Action.SEARCH, error=error, describe=describe)
         return FindAnswer(status=_status(error), comment=_comment(error))
     title = settings.DICOM_SCP_AE_TITLE
     return FindAnswer(
@@ -256,9 +260,9 @@ def record_find(*, peer, answer: FindAnswer, sent: int, status: int) -> None:
     UIDs of the studies, series and instances sent, the AE titles and status in its reason."""
     with operation(actor=peer.actor(), action=AuditLog.Action.SEARCH) as op:
         op.reason = f"{peer.reason('C-FIND')}: 0x{status:04X} {sent} matches"
-        sent_matches: Iterable[Match] = answer.matches[:sent]
+        sent_matches = answer.matches[:sent]
         op.touch(
             studies=[m.study for m in sent_matches],
-            series=[m.series for m in answer.matches[:sent] if m.series],
-            instances=[m.instance for m in answer.matches[:sent] if m.instance],
+            series=[m.series for m in sent_matches if m.series],
+            instances=[m.instance for m in sent_matches if m.instance],
         )

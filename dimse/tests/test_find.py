@@ -161,3 +161,14 @@ def test_a_malformed_identifier_is_a_failure_naming_no_value(user, ds, status):
     assert answer.status == status and answer.identifiers == []
     assert "SECRET" not in answer.comment and "0x" not in answer.comment and len(answer.comment) <= 64
     assert AuditLog.objects.get(action=AuditLog.Action.SEARCH).success is False
+
+
+def test_an_account_that_may_not_see_patient_data_gets_it_masked_and_cannot_match_on_it(api, staff_user):
+    study = generate_uid()
+    store(api, study_uid=study, PatientName="Secret^Patient", StudyDate="20240105")
+    peer = peer_for(ApplicationEntityFactory(ae_title="WS1", account=staff_user, may_query=True))
+    answer = find.answer_find(peer=peer, identifier=identifier("STUDY", PatientName="", StudyInstanceUID=""))
+    (ds,) = answer.identifiers
+    assert ds.StudyInstanceUID == study and ds.PatientName in (None, "")
+    for keys in ({"PatientName": "Secret*"}, {"StudyDate": "20240101-20240131"}):
+        assert find.answer_find(peer=peer, identifier=identifier("STUDY", **keys)).identifiers == []
