@@ -1,4 +1,4 @@
-"""Run the DIMSE node: C-ECHO and C-STORE SCP until SIGTERM or SIGINT."""
+"""Run the DIMSE node: C-ECHO, C-STORE and C-FIND (Study Root) SCP until SIGTERM or SIGINT."""
 
 import signal
 import threading
@@ -12,7 +12,7 @@ from dimse.models import validate_ae_title
 
 class Command(BaseCommand):
     help = (
-        "Listen for DICOM associations (C-ECHO, C-STORE) as DICOM_SCP_AE_TITLE (stores as received) "
+        "Listen for DICOM associations (C-ECHO, C-STORE, C-FIND) as DICOM_SCP_AE_TITLE (stores as received) "
         "and DICOM_SCP_DEID_AE_TITLE (stores de-identified); stops on SIGTERM or SIGINT"
     )
 
