@@ -1,6 +1,6 @@
 """QIDO-RS (PS3.18 10.6): search for studies, series and instances, answered as DICOM JSON.
 
-The matching itself is :mod:`dicom.services.search` (shared with the C-FIND SCP to come); this
+The matching itself is :mod:`dicom.services.search` (shared with the DIMSE C-FIND SCP, dimse.find); this
 module reads the query string, negotiates the response type, writes PS3.18 F.2 JSON and names the
 UIDs it answered with in the request's audit row.
 

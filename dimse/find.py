@@ -32,8 +32,8 @@ from audit.models import AuditLog
 from audit.services import describe_failure, operation, refused
 from dicom.services.errors import DicomServiceError
 from dicom.services.search import (
-    _DEPTH,
     BY_KEYWORD,
+    DEPTH,
     INSTANCE,
     SERIES,
     STUDY,
@@ -130,7 +130,7 @@ def translate(identifier: Dataset) -> FindRequest:
             continue
         return_keys.append(keyword)
         attribute = BY_KEYWORD.get(keyword)
-        if attribute is None or _DEPTH[attribute.level] > _DEPTH[level]:
+        if attribute is None or DEPTH[attribute.level] > DEPTH[level]:
             unsupported = True
             continue
         text = _text(value)
@@ -162,16 +162,16 @@ def response_identifier(match: Match, *, request: FindRequest, retrieve_ae_title
     """``match`` as a C-FIND response identifier: the level, the return keys asked for (empty when
     unknown or withheld), the unique keys of its level and those above, Retrieve AE Title, and
     Specific Character Set ``ISO_IR 192`` when any text is not ASCII."""
-    depth = _DEPTH[request.level]
+    depth = DEPTH[request.level]
     values = dict(match.attributes)
     values["StudyInstanceUID"] = [match.study]
-    if depth >= _DEPTH[SERIES]:
+    if depth >= DEPTH[SERIES]:
         values["SeriesInstanceUID"] = [match.series]
-    if depth >= _DEPTH[INSTANCE]:
+    if depth >= DEPTH[INSTANCE]:
         values["SOPInstanceUID"] = [match.instance]
     keywords = list(
         dict.fromkeys(
-            [*request.return_keys, *(UNIQUE_KEYS[lv] for lv in LEVELS.values() if _DEPTH[lv] <= depth)]
+            [*request.return_keys, *(UNIQUE_KEYS[lv] for lv in LEVELS.values() if DEPTH[lv] <= depth)]
         )
     )
     ds = Dataset()

@@ -1,4 +1,4 @@
-"""Searching stored instances by their attributes: QIDO-RS now, the DIMSE C-FIND SCP later.
+"""Searching stored instances by their attributes: for QIDO-RS (dicomweb.qido) and the DIMSE C-FIND SCP (dimse.find).
 
 The search index is the typed columns of :class:`~dicom.models.DicomFile` (filled by
 ``apply_header`` through :func:`index_columns`); a result's other attributes come from the matched
@@ -52,7 +52,7 @@ from dicom.services.metadata import INDEX_ONLY_KEYWORDS
 
 STUDY, SERIES, INSTANCE = "study", "series", "instance"
 LEVELS = (STUDY, SERIES, INSTANCE)
-_DEPTH = {level: depth for depth, level in enumerate(LEVELS)}
+DEPTH = {level: depth for depth, level in enumerate(LEVELS)}
 # The columns that name an entity of each level (an instance is named by all three).
 _KEY_COLUMNS = {
     STUDY: ("study_instance_uid",),
@@ -216,7 +216,7 @@ def attribute_keyword(key: str) -> str | None:
 
 def matching_keys(level: str) -> list[str]:
     """The keywords a query at ``level`` may match on (its own level's and those of the levels above)."""
-    return [a.keyword for a in ATTRIBUTES if a.match is not None and _DEPTH[a.level] <= _DEPTH[level]]
+    return [a.keyword for a in ATTRIBUTES if a.match is not None and DEPTH[a.level] <= DEPTH[level]]
 
 
 def find(
@@ -238,7 +238,7 @@ def find(
     rows_matching = matching
     for keyword, value in query.filters.items():
         attribute = BY_KEYWORD.get(keyword)
-        if attribute is None or attribute.match is None or _DEPTH[attribute.level] > _DEPTH[level]:
+        if attribute is None or attribute.match is None or DEPTH[attribute.level] > DEPTH[level]:
             raise SearchQueryError(f"{keyword} is not a matching key of {level} searches")
         condition = _condition(attribute, value, files)
         if condition is None:
@@ -464,12 +464,12 @@ def _returned(query: Query) -> list[Attribute]:
     one of their entities (``/series``, ``/instances``, ``/studies/{study}/instances``); the UIDs
     naming the entity; the attributes matched on; and those asked for (every one with ``include_all``).
     """
-    depth = _DEPTH[query.level]
+    depth = DEPTH[query.level]
     scoped = {STUDY: query.study is not None and depth > 0, SERIES: query.series is not None and depth > 1}
     wanted = set(query.filters) | set(query.include)
     chosen = []
     for attribute in ATTRIBUTES:
-        attribute_depth = _DEPTH[attribute.level]
+        attribute_depth = DEPTH[attribute.level]
         if attribute_depth > depth:
             continue
         names_entity = attribute.key in _KEY_COLUMNS[query.level]
