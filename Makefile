@@ -13,6 +13,14 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SYSTEM_PACKAGES := postgresql dcmtk dicom3tools chromium chromium-driver docker-compose orthanc orthanc-dicomweb
 
 VIEWER := viewer/ohif/.installed
+# The end of the *-deps recipes: install the Debian packages their checks put in $$missing, if any.
+# Debian starts an installed Orthanc as a service on every interface: it is stopped and disabled.
+INSTALL_MISSING = if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  case "$$missing" in *orthanc*) $(SUDO) systemctl disable --now orthanc >/dev/null 2>&1 || true;; esac; \
+	fi
 
 .PHONY: run test test-fast lint format migrate superuser system-deps viewer-deps bench-deps bench bench-orthanc fuzz clean
 
@@ -47,20 +55,13 @@ system-deps:
 	command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || missing="$$missing docker-compose"; \
 	[ -x /usr/sbin/Orthanc ] || missing="$$missing orthanc"; \
 	[ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || missing="$$missing orthanc-dicomweb"; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing Debian packages:$$missing"; \
-	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	  case "$$missing" in *orthanc*) \
-	    $(SUDO) systemctl disable --now orthanc >/dev/null 2>&1 || true;; esac; \
-	fi
+	$(INSTALL_MISSING)
 
 # npm fetches the OHIF viewer (served under /viewer/) at build time.
 viewer-deps:
-	@command -v npm >/dev/null 2>&1 || { \
-	  echo "installing Debian packages: npm"; \
-	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends npm >/dev/null; }
+	@missing=""; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
+	$(INSTALL_MISSING)
 
 $(VIEWER): scripts/install_viewer.py | $(BIN)/python
 	$(MAKE) --no-print-directory viewer-deps
@@ -108,13 +109,7 @@ bench-deps:
 	@missing=""; \
 	[ -x /usr/sbin/Orthanc ] || missing="$$missing orthanc"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing Debian packages:$$missing"; \
-	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	  case "$$missing" in *orthanc*) \
-	    $(SUDO) systemctl disable --now orthanc >/dev/null 2>&1 || true;; esac; \
-	fi
+	$(INSTALL_MISSING)
 
 # Every benchmark, then the comparison with Orthanc (about 8 minutes on 2 cores; COMPARE_ARGS=--quick: 1).
 bench: bench-deps $(VENV)/.dev $(VIEWER)
