@@ -242,8 +242,8 @@ class Topology:
             check=check,
         )
 
-    def output(self, name: str) -> str:
-        return self.logs[name].read_text(errors="replace")[-4000:]
+    def output(self, name: str, tail: int = 4000) -> str:
+        return self.logs[name].read_text(errors="replace")[-tail:]
 
     def all_output(self) -> str:
         return "\n".join(f"--- {name} ---\n{self.output(name)}" for name in self.logs)
@@ -292,6 +292,18 @@ class Topology:
     def bucket_keys(self) -> set[str]:
         pages = self.s3().get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
         return {item["Key"] for page in pages for item in page.get("Contents", [])}
+
+
+def _stacks(process: subprocess.Popen) -> str:
+    """What every thread of ``process`` is doing (py-spy), for a failure's report."""
+    dump = subprocess.run(
+        [str(Path(sys.executable).with_name("py-spy")), "dump", "--pid", str(process.pid)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    return f"--- py-spy dump of {process.pid} ---\n{dump.stdout}{dump.stderr}\n"
 
 
 def _answers(web: Web) -> bool:
@@ -665,7 +677,7 @@ def _drive(topology: Topology) -> None:
     after = Clients([web_a], users["token"], tally)
     after.round(10_000, web_a, web_a)
     assert tally.errors == [], tally.errors
-    assert wait_for(drained, timeout=30, interval=0.3), topology.output("worker-b")
+    assert wait_for(drained, timeout=30, interval=0.3), _stacks(worker_b) + topology.output("worker-b", tail=20_000)
     _check_files_jobs_and_bucket(topology, web_a, users["token"], tally)
 
     verify = topology.manage("verify_audit", check=False)
