@@ -191,6 +191,10 @@ class QueueWorker(db_worker.Worker):
                 else:
                     time.sleep(self.interval)
         finally:
+            # Restored however the loop ends: a database error raised out of it (which the
+            # caller may survive and call run() again) must not leave the worker in batch mode,
+            # where it would return, and the process exit, at the first empty look.
+            self.batch = batch
             db_worker.logger.removeFilter(quiet)
 
     def _job_ready(self) -> bool:

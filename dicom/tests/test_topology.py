@@ -295,7 +295,9 @@ class Topology:
 
 
 def _stacks(process: subprocess.Popen) -> str:
-    """What every thread of ``process`` is doing (py-spy), for a failure's report."""
+    """What every thread of ``process`` is doing (py-spy), or how it ended, for a failure's report."""
+    if process.poll() is not None:
+        return f"--- process {process.pid} exited with {process.returncode} ---\n"
     dump = subprocess.run(
         [str(Path(sys.executable).with_name("py-spy")), "dump", "--pid", str(process.pid)],
         capture_output=True,

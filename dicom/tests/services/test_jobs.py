@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
+from django.db import OperationalError, connection
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
@@ -242,3 +242,28 @@ def test_an_idle_worker_takes_jobs_queued_later_and_goes_on_waiting():
         thread.join(timeout=5)
     assert not thread.is_alive()
     assert set(DBTaskResult.objects.values_list("status", flat=True)) == {"SUCCESSFUL"}
+
+
+@pytest.mark.django_db
+def test_a_worker_whose_loop_raised_goes_on_waiting_when_run_again(monkeypatch):
+    # The database went away under the loop (SurvivingWorker catches this and calls run() again):
+    # the worker must not come back in batch mode and return at its first empty look.
+    worker = make_worker(worker_class=task_queue.QueueWorker, worker_id="outage-worker", batch=False)
+    looks = iter([OperationalError("the database is away"), False])
+
+    def job_ready() -> bool:
+        look = next(looks)
+        if isinstance(look, Exception):
+            raise look
+        return look
+
+    def sleep(seconds: float) -> None:
+        worker.running = False
+
+    monkeypatch.setattr(worker, "_job_ready", job_ready)
+    monkeypatch.setattr(task_queue.time, "sleep", sleep)
+    with pytest.raises(OperationalError):
+        worker.run()
+    assert worker.batch is False
+    worker.run()  # waits (sleeps) after its empty look instead of returning at once
+    assert worker.running is False
