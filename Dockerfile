@@ -12,4 +12,4 @@ RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends npm >/d
 COPY . .
 RUN useradd --system --home /app dicom && chown -R dicom /app
 USER dicom
-EXPOSE 8000
+EXPOSE 8000 11112

@@ -129,7 +129,13 @@ def running_service(*, port: int, database: str = "sqlite") -> Iterator[Service]
         raise ValueError(f"database must be sqlite or postgres, not {database!r}")
     # Left in reverse order: the service stops (below) before its PostgreSQL, and both before the files go.
     with tempfile.TemporaryDirectory() as data_dir, ExitStack() as stack:
-        env = {**os.environ, "DICOM_DATA_DIR": data_dir, "PORT": str(port), "DJANGO_LOG_LEVEL": "WARNING"}
+        env = {
+            **os.environ,
+            "DICOM_DATA_DIR": data_dir,
+            "PORT": str(port),
+            "DICOM_SCP_PORT": str(free_port()),
+            "DJANGO_LOG_LEVEL": "WARNING",
+        }
         env.pop("DATABASE_URL", None)
         database_pid = None
         if database == "postgres":

@@ -293,6 +293,10 @@ DICOM_SCP_DEID_AE_TITLE = env_str("DICOM_SCP_DEID_AE_TITLE", "DEID")
 DICOM_SCP_DEID_OPTIONS = env_list("DICOM_SCP_DEID_OPTIONS", DICOM_DEID_DEFAULT_OPTIONS)
 DICOM_SCP_MAX_ASSOCIATIONS = env_int("DICOM_SCP_MAX_ASSOCIATIONS", 10, minimum=1)
 DICOM_SCP_MAX_PDU = env_int("DICOM_SCP_MAX_PDU", 65536, minimum=4096)
+# A connection must send its A-ASSOCIATE-RQ within the ACSE timeout; an association ends when its
+# peer sends nothing for the network timeout (seconds).
+DICOM_SCP_ACSE_TIMEOUT = env_int("DICOM_SCP_ACSE_TIMEOUT", 10, minimum=1)
+DICOM_SCP_NETWORK_TIMEOUT = env_int("DICOM_SCP_NETWORK_TIMEOUT", 60, minimum=1)
 # C-FIND: at most this many matches per request (the rest are not sent; the final status says so).
 DICOM_SCP_MAX_FIND_RESULTS = env_int("DICOM_SCP_MAX_FIND_RESULTS", 1000, minimum=1)
 if DICOM_SCP_MAX_PDU > 16 * 1024**2:

@@ -21,6 +21,8 @@ after each handler so that no idle association holds one. The decisions live in
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 
 from django.conf import settings
 from django.db import connections
@@ -43,6 +45,7 @@ from pydicom.uid import (
 from pynetdicom import AE, _config, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
+from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from dimse import find, services
 
@@ -82,6 +85,10 @@ def build_ae(*, ae_title: str) -> AE:
     ae.require_called_aet = False
     ae.maximum_associations = settings.DICOM_SCP_MAX_ASSOCIATIONS
     ae.maximum_pdu_size = settings.DICOM_SCP_MAX_PDU
+    # A connection that sends no A-ASSOCIATE-RQ gives its slot back after the ACSE timeout; an
+    # association whose peer goes silent ends after the network timeout.
+    ae.acse_timeout = settings.DICOM_SCP_ACSE_TIMEOUT
+    ae.network_timeout = settings.DICOM_SCP_NETWORK_TIMEOUT
     ae.add_supported_context(Verification)
     ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
     for context in AllStoragePresentationContexts:
@@ -230,3 +237,92 @@ def _final(status: int, comment: str) -> tuple[Dataset, None]:
     if comment:
         answer.ErrorComment = comment
     return answer, None
+
+
+# --- the listening socket -------------------------------------------------------------------
+
+PDU_HEADER_SIZE = 6  # type (1), reserved (1), length (4, big-endian): PS3.8 9.3
+P_DATA_TF_TYPE = 0x04
+# A-ASSOCIATE-RQ/AC carry the presentation contexts (a few kB for a hundred); the other PDUs are
+# a few bytes. Only P-DATA-TF is bounded by the negotiated maximum length.
+OTHER_PDU_MAX = 1024**2
+
+
+class PduTooLongError(ConnectionAbortedError):
+    pass
+
+
+class FramedSocket:
+    """A peer's socket, following the upper layer's framing (PS3.8 9.3) as its bytes are read.
+
+    pynetdicom reads the length a PDU declares and then gathers that many bytes in memory, up to
+    4 GiB, before any handler runs. Here a PDU longer than the node accepts (a P-DATA-TF beyond
+    ``DICOM_SCP_MAX_PDU``, any other beyond 1 MiB) ends the connection as soon as its header is in:
+    the read raises, which pynetdicom takes as the transport closing. Everything else is the socket's.
+    """
+
+    def __init__(self, sock: socket.socket, *, max_pdu: int, address: str) -> None:
+        self._socket, self._max_pdu, self._address = sock, max_pdu, address
+        self._header = bytearray()
+        self._left = 0  # bytes of the current PDU's body still to come
+
+    def __getattr__(self, name: str):
+        return getattr(self._socket, name)
+
+    def recv(self, size: int, *flags) -> bytes:
+        data = self._socket.recv(size, *flags)
+        self._follow(data)
+        return data
+
+    def _follow(self, data: bytes) -> None:
+        at = 0
+        while at < len(data):
+            if self._left:
+                taken = min(self._left, len(data) - at)
+                self._left -= taken
+                at += taken
+                continue
+            taken = min(PDU_HEADER_SIZE - len(self._header), len(data) - at)
+            self._header += data[at : at + taken]
+            at += taken
+            if len(self._header) == PDU_HEADER_SIZE:
+                pdu_type, length = self._header[0], int.from_bytes(self._header[2:], "big")
+                self._header.clear()
+                limit = self._max_pdu if pdu_type == P_DATA_TF_TYPE else OTHER_PDU_MAX
+                if length > limit:
+                    logger.warning(
+                        "connection from %s closed: a PDU of type 0x%02X declares %s bytes, more than %s",
+                        self._address,
+                        pdu_type,
+                        length,
+                        limit,
+                    )
+                    raise PduTooLongError(f"PDU of {length} bytes is longer than {limit}")
+                self._left = length
+
+
+class BoundedRequestHandler(RequestHandler):
+    """pynetdicom's handler of a new connection, on a :class:`FramedSocket` with a read timeout
+    and ``TCP_NODELAY`` (a C-STORE response is small and waits for no more data)."""
+
+    def setup(self) -> None:
+        super().setup()
+        self.request.settimeout(settings.DICOM_SCP_NETWORK_TIMEOUT)
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.request = FramedSocket(
+            self.request, max_pdu=settings.DICOM_SCP_MAX_PDU, address=str(self.client_address[0])
+        )
+
+
+def start_server(ae: AE, address: tuple[str, int]) -> ThreadedAssociationServer:
+    """Listen on ``address`` with :func:`handlers` and :class:`BoundedRequestHandler`, serving from a
+    thread of its own (as ``AE.start_server(block=False)`` does); ``server.shutdown()`` stops it."""
+    server = ae.make_server(
+        address,
+        evt_handlers=handlers(),
+        server_class=ThreadedAssociationServer,
+        request_handler=BoundedRequestHandler,
+    )
+    ae._servers.append(server)  # as start_server does: AE.shutdown and server.shutdown() expect it
+    threading.Thread(target=server.serve_forever, name="dimse-acceptor", daemon=True).start()
+    return server

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 from dataclasses import dataclass
 from io import BytesIO
 
@@ -30,7 +31,7 @@ from audit.services import Actor, describe_failure, operation, refused
 from dicom.models import DicomFile
 from dicom.services.bulk import operator_account
 from dicom.services.deid import DeidOptions
-from dicom.services.errors import DicomServiceError, FileTooLargeError
+from dicom.services.errors import DicomServiceError, FileTooLargeError, InvalidDicomError
 from dicom.services.ingest import IngestRequest, ingest_checked_file
 from dicom.uploads import PREAMBLE_SIZE, StagingWriter
 from dimse.models import ApplicationEntity
@@ -49,6 +50,16 @@ ERROR_COMMENT_MAX = 64  # Error Comment (0000,0902) is LO
 # A-ASSOCIATE-RJ diagnostics of the service user (PS3.8 9.3.4): result 1 (permanent), source 1.
 CALLING_AE_NOT_RECOGNIZED = 0x03
 CALLED_AE_NOT_RECOGNIZED = 0x07
+
+
+# A UID (PS3.5 9.1): numeric components separated by dots, at most 64 characters.
+UID_PATTERN = re.compile(r"[0-9]+(\.[0-9]+)*")
+UID_KEYS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+REQUIRED_UID_KEYS = ("SOPClassUID", "SOPInstanceUID")
+
+
+def is_uid(value: str) -> bool:
+    return len(value) <= 64 and UID_PATTERN.fullmatch(value) is not None
 
 
 class SopInstanceMismatchError(DicomServiceError):
@@ -231,6 +242,13 @@ def store_instance(
         return (None, *store_status(error))
 
     def check(header: pydicom.Dataset) -> None:
+        # The UIDs are keys of C-FIND, C-MOVE, C-GET and DICOMweb URLs: digits and dots, or refused.
+        # (The SOP class and instance are required; a study or series UID is checked when present,
+        # as the REST upload takes files without them.)
+        for keyword in UID_KEYS:
+            value = str(header.get(keyword, "")).strip()
+            if (value or keyword in REQUIRED_UID_KEYS) and not is_uid(value):
+                raise InvalidDicomError(f"{keyword} is missing or not a valid UID")
         if str(header.get("SOPInstanceUID", "")).strip() != sop_instance_uid.strip():
             raise SopInstanceMismatchError("SOP Instance UID differs from the C-STORE request's")
         if str(header.get("SOPClassUID", "")).strip() != sop_class_uid.strip():

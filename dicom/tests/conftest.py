@@ -1,5 +1,6 @@
 """Fixtures shared by the dicom app's tests: the service started as `make run` starts it, and Chromium."""
 
+import contextlib
 import http.client
 import os
 import signal
@@ -59,8 +60,11 @@ def _answers(port: int) -> bool:
 class LiveServer:
     """A running ``scripts/run.sh``: its port, a client token, its log file and its process."""
 
-    def __init__(self, port: int, token: str, log: Path, script: subprocess.Popen) -> None:
+    def __init__(
+        self, port: int, token: str, log: Path, script: subprocess.Popen, dimse_port: int = 0
+    ) -> None:
         self.port, self.token, self.log, self.script = port, token, log, script
+        self.dimse_port = dimse_port  # where its DIMSE node listens
 
     def connection(self, timeout: float = 30) -> http.client.HTTPConnection:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
@@ -93,6 +97,7 @@ def embedded_service(tmp_path: Path, **extra_env: str) -> Iterator[LiveServer]:
         **{k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DJANGO_SETTINGS_MODULE"}},
         "DICOM_DATA_DIR": str(tmp_path / "data"),
         "PORT": str(free_port()),
+        "DICOM_SCP_PORT": str(free_port()),  # the DIMSE node run.sh starts, one per service
         "BIN": str(Path(sys.executable).parent),
         "DJANGO_LOG_LEVEL": "WARNING",
         **extra_env,
@@ -119,13 +124,14 @@ def embedded_service(tmp_path: Path, **extra_env: str) -> Iterator[LiveServer]:
     )
     port = int(env["PORT"])
     deadline = time.monotonic() + 60
-    while not _answers(port) and time.monotonic() < deadline:
+    while not _answers(port) and script.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     try:
-        yield LiveServer(port, token, log_path, script)
+        yield LiveServer(port, token, log_path, script, dimse_port=int(env["DICOM_SCP_PORT"]))
     finally:
-        # What Ctrl-C does in `make run`: both the web server and the worker stop.
-        os.killpg(script.pid, signal.SIGINT)
+        # What Ctrl-C does in `make run`: the web server, the worker and the DIMSE node stop.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(script.pid, signal.SIGINT)
         try:
             script.wait(timeout=60)
         except subprocess.TimeoutExpired:

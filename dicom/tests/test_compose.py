@@ -57,7 +57,7 @@ def test_the_compose_file_is_valid_and_has_the_production_shape(empty_env_file):
     assert result.returncode == 0, result.stderr
     config = yaml.safe_load(result.stdout)
     services = config["services"]
-    assert {"migrate", "web", "worker", "db", "s3"} <= set(services)
+    assert {"migrate", "web", "worker", "dimse", "db", "s3"} <= set(services)
     web, worker = services["web"], services["worker"]
     command = web["command"] if isinstance(web["command"], str) else " ".join(web["command"])
     assert "dicomsite.asgi:application" in command
@@ -65,8 +65,14 @@ def test_the_compose_file_is_valid_and_has_the_production_shape(empty_env_file):
     assert "worker_health" in " ".join(worker["healthcheck"]["test"])
     assert services["web"]["environment"]["DJANGO_PRODUCTION"] == "true"
     # Web and workers start only after the migrations ran once.
-    for name in ("web", "worker"):
+    for name in ("web", "worker", "dimse"):
         assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    # The DIMSE node listens on every interface of its container, in production (no loopback trust).
+    dimse = services["dimse"]
+    assert "dicom_scp" in str(dimse["command"])
+    assert dimse["environment"]["DICOM_SCP_HOST"] == "0.0.0.0"
+    assert dimse["environment"]["DJANGO_PRODUCTION"] == "true"
+    assert [str(p.get("target")) for p in dimse["ports"]] == ["11112"]
 
 
 @pytest.mark.parametrize("missing", sorted(set(SECRETS) - {"POSTGRES_PASSWORD"}))

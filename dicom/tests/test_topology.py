@@ -679,7 +679,9 @@ def _drive(topology: Topology) -> None:
     after = Clients([web_a], users["token"], tally)
     after.round(10_000, web_a, web_a)
     assert tally.errors == [], tally.errors
-    assert wait_for(drained, timeout=30, interval=0.3), _stacks(worker_b) + topology.output("worker-b", tail=20_000)
+    assert wait_for(drained, timeout=30, interval=0.3), _stacks(worker_b) + topology.output(
+        "worker-b", tail=20_000
+    )
     _check_files_jobs_and_bucket(topology, web_a, users["token"], tally)
 
     verify = topology.manage("verify_audit", check=False)

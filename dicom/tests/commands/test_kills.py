@@ -99,7 +99,12 @@ class Server:
         self.script = None
 
     def start(self) -> None:
-        env = {"BIN": str(Path(sys.executable).parent), "PORT": str(self.port), "WEB_WORKERS": "1"}
+        env = {
+            "BIN": str(Path(sys.executable).parent),
+            "PORT": str(self.port),
+            "DICOM_SCP_PORT": str(free_port()),
+            "WEB_WORKERS": "1",
+        }
         self.script = self.processes.start_program("scripts/run.sh", env=env, session=True)
         ready = wait_for(self._answers, timeout=30, interval=0.2)
         assert ready, self.processes.output(self.script)

@@ -1,4 +1,4 @@
-"""Run the DIMSE node: C-ECHO, C-STORE and C-FIND (Study Root) SCP until SIGTERM or SIGINT."""
+"""Run the DIMSE node (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET SCP) until SIGTERM or SIGINT; ``make run`` starts it."""
 
 import signal
 import threading
@@ -8,6 +8,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from dimse import scp, services
 from dimse.models import validate_ae_title
+
+CANNOT_LISTEN = 3
 
 
 class Command(BaseCommand):
@@ -48,9 +50,12 @@ class Command(BaseCommand):
             signal.signal(signum, lambda *_: stop.set())
         ae = scp.build_ae(ae_title=titles[0])
         try:
-            server = ae.start_server((host, port), block=False, evt_handlers=scp.handlers())
+            server = scp.start_server(ae, (host, port))
         except OSError as error:
-            raise CommandError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+            # Exit status 3: scripts/run.sh stops the whole service rather than retrying.
+            raise CommandError(
+                f"cannot listen on {host}:{port}: {error.strerror or error}", returncode=CANNOT_LISTEN
+            ) from None
         self.stdout.write(
             f"DIMSE node listening on {host}:{port} as {titles[0]} and {titles[1]}", ending="\n"
         )
