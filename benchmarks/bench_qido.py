@@ -11,9 +11,14 @@ de-identified studies), as one with it (``phi``) and as the non-staff owner (``o
   the series of a study, the instances of a series.
 
 Every request is a full one: authentication, the search, DICOM JSON and its audit row.
+
+Then the same searches as C-FIND (Study Root) against the DIMSE node ``run.sh`` starts, on the same
+database, each role's account as a registered calling AE (``--find-requests`` per search, over one
+association per role): the same search service and index, answered as pending identifiers.
 ``--explain ROLE`` also prints PostgreSQL's EXPLAIN ANALYZE of every query the searches of ROLE run.
 
-Usage: .venv/bin/python benchmarks/bench_qido.py [--studies 2000] [--requests 200] [--port 8766] [--explain staff|phi|owner]
+Usage: .venv/bin/python benchmarks/bench_qido.py [--studies 2000] [--requests 200] [--find-requests 50]
+       [--port 8766] [--explain staff|phi|owner]
 """
 
 import argparse
@@ -21,6 +26,7 @@ import datetime as dt
 import http.client
 import os
 import random
+import socket
 import statistics
 import sys
 import time
@@ -161,6 +167,98 @@ def measure(port: int, token: str, path: str, requests: int) -> tuple[float, flo
     return statistics.median(timings), timings[int(len(timings) * 0.95) - 1], count
 
 
+def find_searches(study: str, series: str) -> list[tuple[str, dict]]:
+    """The searches above as C-FIND identifiers (no limit in C-FIND: all matches are sent, up to
+    DICOM_SCP_MAX_FIND_RESULTS), with the return keys a workstation's study list asks for."""
+    study_keys = {
+        "PatientName": "",
+        "PatientID": "",
+        "StudyDate": "",
+        "AccessionNumber": "",
+        "StudyDescription": "",
+    }
+    return [
+        ("PatientName=MIL*", {"QueryRetrieveLevel": "STUDY", **study_keys, "PatientName": "MIL*"}),
+        ("StudyDate=20240101-20240131", {"QueryRetrieveLevel": "STUDY", **study_keys, "StudyDate": "20240101-20240131"}),
+        ("ModalitiesInStudy=MR", {"QueryRetrieveLevel": "STUDY", **study_keys, "ModalitiesInStudy": "MR"}),
+        ("one study by UID", {"QueryRetrieveLevel": "STUDY", **study_keys, "StudyInstanceUID": study}),
+        ("series of a study", {"QueryRetrieveLevel": "SERIES", "StudyInstanceUID": study, "SeriesInstanceUID": "", "Modality": ""}),
+        (
+            "instances of a series",
+            {"QueryRetrieveLevel": "IMAGE", "StudyInstanceUID": study, "SeriesInstanceUID": series, "SOPInstanceUID": ""},
+        ),
+    ]  # fmt: skip
+
+
+def register_find_aes(roles: list[str]) -> dict[str, str]:
+    """One calling AE title per role, acting as that role's account and allowed to query."""
+    from django.contrib.auth.models import User
+
+    from dimse.models import ApplicationEntity
+
+    titles = {}
+    for who in roles:
+        title = f"BENCH{who.upper()}"[:16]
+        ApplicationEntity.objects.create(
+            ae_title=title, account=User.objects.get(username=f"bench-{who}"), may_query=True
+        )
+        titles[who] = title
+    return titles
+
+
+def measure_find(port: int, calling_ae: str, identifier: dict, requests: int) -> tuple[float, float, int]:
+    from pydicom.dataset import Dataset
+    from pynetdicom import AE
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
+
+    ae = AE(ae_title=calling_ae)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate("127.0.0.1", port, ae_title="DICOMSVC")
+    if not assoc.is_established:
+        raise SystemExit(f"C-FIND: the node refused the association of {calling_ae}")
+    # As a tuned client does (DCMTK: TCP_NODELAY=1): without it, Nagle's algorithm holds the
+    # request's second PDU for the node's delayed ACK, about 40 ms per request.
+    assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    query = Dataset()
+    for keyword, value in identifier.items():
+        setattr(query, keyword, value)
+    timings, count = [], 0
+    try:
+        for index in range(requests + 2):
+            began = time.perf_counter()
+            count, final = 0, None
+            for status, _identifier in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
+                if status and status.Status in (0xFF00, 0xFF01):
+                    count += 1
+                else:
+                    final = status.Status if status else None
+            elapsed = time.perf_counter() - began
+            if final not in (0x0000, 0xB001):
+                raise SystemExit(f"C-FIND {identifier}: final status {final}")
+            if index >= 2:
+                timings.append(elapsed * 1000)
+    finally:
+        assoc.release()
+    timings.sort()
+    return statistics.median(timings), timings[int(len(timings) * 0.95) - 1], count
+
+
+def wait_for_node(port: int, seconds: float = 60) -> None:
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    ae = AE(ae_title="BENCHPROBE")
+    ae.add_requested_context(Verification)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assoc = ae.associate("127.0.0.1", port, ae_title="DICOMSVC")
+        if assoc.is_established:
+            assoc.release()
+            return
+        time.sleep(0.5)
+    raise SystemExit(f"the DIMSE node did not answer on port {port}")
+
+
 def explain(path: str, who: str) -> None:
     """EXPLAIN ANALYZE of every query a search of ``path`` as ``who`` runs (in this process)."""
     from django.db import connection
@@ -193,6 +291,7 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=10)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--find-requests", type=int, default=50, help="C-FIND requests per search (0: none)")
     parser.add_argument("--roles", default="staff,phi,owner", help="comma-separated: staff, phi, owner")
     parser.add_argument(
         "--explain", choices=["staff", "phi", "owner"], help="print the query plans of this role"
@@ -217,6 +316,20 @@ def main() -> None:
             for name, path in searches(study, series):
                 p50, p95, count = measure(port, sample["tokens"][who], path, args.requests)
                 print(f"{name:32} {who:6} {p50:8.1f} {p95:8.1f} {count:8d}")
+        if args.find_requests:
+            import logging
+
+            logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+            dimse_port = int(service.env["DICOM_SCP_PORT"])
+            wait_for_node(dimse_port)
+            titles = register_find_aes(args.roles.split(","))
+            print(f"\nC-FIND (Study Root) on the DIMSE node, {args.find_requests} requests per search")
+            print(f"{'search':32} {'as':6} {'p50 ms':>8} {'p95 ms':>8} {'matches':>8}")
+            for who in args.roles.split(","):
+                study, series = sample[who]
+                for name, identifier in find_searches(study, series):
+                    p50, p95, count = measure_find(dimse_port, titles[who], identifier, args.find_requests)
+                    print(f"{name:32} {who:6} {p50:8.1f} {p95:8.1f} {count:8d}")
         if args.explain:
             study, series = sample[args.explain]
             for name, path in searches(study, series):
