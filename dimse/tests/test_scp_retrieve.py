@@ -1,6 +1,7 @@
 """C-MOVE, C-GET and Patient Root C-FIND against ``manage.py dicom_scp`` as a process, with DCMTK's
 movescu, getscu and findscu; a DCMTK storescp as the move destination."""
 
+import io
 import re
 import struct
 import subprocess
@@ -10,10 +11,10 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.uid import generate_uid
+from pydicom.uid import ImplicitVRLittleEndian, generate_uid
 
 from dicom.tests.conftest import free_port
-from dicom.tests.services.dicom_builders import search_instance
+from dicom.tests.services.dicom_builders import fresh_instance, part10_bytes, search_instance
 from dimse.tests.conftest import Node, _dcmtk, dimse_node
 
 pytestmark = pytest.mark.slow
@@ -30,14 +31,19 @@ SETUP = (
     "print('null')"
 )
 
+MOVE_DEST = (
+    "from dimse.models import ApplicationEntity;"
+    "ApplicationEntity.objects.filter(ae_title='DEST').update(port={port}); print('null')"
+)
+
 
 @contextmanager
-def storescp(tmp_path: Path):
+def storescp(tmp_path: Path, *, name: str = "received", syntaxes: str = "+xa"):
     """A DCMTK storescp (AE title DEST, every transfer syntax) on a free port: (port, its directory)."""
-    port, out = free_port(), tmp_path / "received"
+    port, out = free_port(), tmp_path / name
     out.mkdir()
     process = subprocess.Popen(
-        ["storescp", "-aet", "DEST", "+xa", "-od", str(out), str(port)],
+        ["storescp", "-aet", "DEST", syntaxes, "-od", str(out), str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -83,7 +89,8 @@ def movescu(node: Node, aet: str, destination: str, *keys: str, model: str = "-S
 
 def getscu(node: Node, out: Path, aet: str, *keys: str, model: str = "-S") -> str:
     out.mkdir(exist_ok=True)
-    args = ["-d", model, "-aet", aet, "-aec", "DICOMSVC", "-od", str(out)]
+    # +B: the received dataset written as it came (getscu otherwise re-encodes sequence lengths).
+    args = ["-d", model, "-aet", aet, "-aec", "DICOMSVC", "+B", "-od", str(out)]
     for key in keys:
         args += ["-k", key]
     result = _dcmtk("getscu", *args, "127.0.0.1", str(node.port))
@@ -148,6 +155,19 @@ def test_move_sends_the_stored_bytes_of_the_accounts_instances(tmp_path):
         log = movescu(node, "CT1", "DEST", "QueryRetrieveLevel=STUDY", f"StudyInstanceUID={other_study}")
         assert statuses(log)[-1] == 0x0000 and received(out) == {}, log
 
+        # A destination that takes Implicit VR Little Endian only: the uncompressed files go in it.
+        with storescp(tmp_path, name="implicit", syntaxes="+xi") as (implicit_port, implicit_out):
+            node.shell(MOVE_DEST.format(port=implicit_port))
+            log = movescu(node, "CT1", "DEST", "QueryRetrieveLevel=STUDY", f"StudyInstanceUID={study}")
+            assert statuses(log)[-1] == 0x0000, log
+            implicit = received(implicit_out)
+        node.shell(MOVE_DEST.format(port=dest_port))
+        assert set(implicit) == set(mine)
+        syntaxes = {
+            pydicom.dcmread(io.BytesIO(data)).file_meta.TransferSyntaxUID for data in implicit.values()
+        }
+        assert syntaxes == {ImplicitVRLittleEndian}
+
         # An unknown destination, one without host and port: 0xA801.
         for destination in ("UNKNOWN", "NOWHERE"):
             log = movescu(node, "CT1", destination, "QueryRetrieveLevel=STUDY", f"StudyInstanceUID={study}")
@@ -167,9 +187,71 @@ def test_move_sends_the_stored_bytes_of_the_accounts_instances(tmp_path):
             reasons[0]
             == "DIMSE C-MOVE CT1 -> DICOMSVC to DEST: 0x0000 3 completed, 0 failed, 0 warning, 0 remaining"
         )
-        assert [row["success"] for row in rows] == [True] * 5 + [False] * 4
-        assert reasons[6].startswith("DIMSE C-MOVE CT1 -> DICOMSVC to NOWHERE: 0xA801")
-        assert reasons[7].startswith("DIMSE C-MOVE CT2 -> DICOMSVC to DEST: 0x0124")
+        assert [row["success"] for row in rows] == [True] * 6 + [False] * 4
+        assert reasons[7].startswith("DIMSE C-MOVE CT1 -> DICOMSVC to NOWHERE: 0xA801")
+        assert reasons[8].startswith("DIMSE C-MOVE CT2 -> DICOMSVC to DEST: 0x0124")
         assert not any("PAT-7" in r or "Doe" in r for r in reasons)
     log = node.log.read_text()
     assert "PAT-7" not in log and "Doe^" not in log
+
+
+def test_get_sends_the_stored_bytes_over_the_same_association(tmp_path):
+    study, series, jpeg_study = generate_uid(), generate_uid(), generate_uid()
+    with dimse_node(tmp_path, DICOM_SCP_TRUST_LOOPBACK="false") as node:
+        node.shell(SETUP.format(port=free_port()))
+        store(node, tmp_path, "CT1", [{"study_uid": study, "series_uid": series, "PatientID": "PAT-7"}] * 2)
+        store(node, tmp_path, "WS2", [{"study_uid": study, "PatientID": "PAT-7"}])
+        mine = {f["sop"]: bytes.fromhex(f["data"]) for f in node.files() if f["owner"] == "ct-account"}
+
+        # SERIES level, Study Root: the account's two instances, not the other account's third.
+        out = tmp_path / "got"
+        log = getscu(
+            node,
+            out,
+            "CT1",
+            "QueryRetrieveLevel=SERIES",
+            f"StudyInstanceUID={study}",
+            f"SeriesInstanceUID={series}",
+        )
+        assert statuses(log)[-1] == 0x0000, log
+        got = received(out)
+        assert set(got) == set(mine) and len(got) == 2
+        assert all(dataset_bytes(got[sop]) == dataset_bytes(mine[sop]) for sop in mine)
+
+        # STUDY level, Patient Root: the same two.
+        log = getscu(
+            node,
+            out,
+            "CT1",
+            "QueryRetrieveLevel=STUDY",
+            "PatientID=PAT-7",
+            f"StudyInstanceUID={study}",
+            model="-P",
+        )
+        assert statuses(log)[-1] == 0x0000 and set(received(out)) == set(mine), log
+
+        # A compressed file whose syntax the peer did not propose: a failed sub-operation, 0xA702.
+        rle = fresh_instance("SC_rgb_rle.dcm", study=jpeg_study)
+        path = tmp_path / "rle.dcm"
+        path.write_bytes(part10_bytes(rle))
+        stored = _dcmtk(
+            "storescu", "-xr", "-aet", "CT1", "-aec", "DICOMSVC", "127.0.0.1", str(node.port), str(path)
+        )
+        assert stored.returncode == 0, stored.stderr
+        log = getscu(node, out, "CT1", "QueryRetrieveLevel=STUDY", f"StudyInstanceUID={jpeg_study}")
+        assert statuses(log)[-1] == 0xA702 and received(out) == {}, log
+
+        # An AE without may_retrieve is refused.
+        log = getscu(node, out, "CT2", "QueryRetrieveLevel=STUDY", f"StudyInstanceUID={study}")
+        assert statuses(log)[-1] == 0x0124 and received(out) == {}, log
+
+        rows = [row for row in node.audit() if row["action"] == "download"]
+        assert rows[2]["reason"].startswith("DIMSE C-GET CT1 -> DICOMSVC: 0xA702 0 completed, 1 failed")
+        assert [row["success"] for row in rows] == [True, True, False, False]
+        assert (
+            rows[0]["reason"]
+            == "DIMSE C-GET CT1 -> DICOMSVC: 0x0000 2 completed, 0 failed, 0 warning, 0 remaining"
+        )
+        assert (
+            rows[-1]["reason"].startswith("DIMSE C-GET CT2 -> DICOMSVC: 0x0124") and not rows[-1]["success"]
+        )
