@@ -9,7 +9,7 @@ after each handler so that no idle association holds one. The decisions live in
 - ``EVT_C_ECHO``: success.
 - ``EVT_C_STORE``: :func:`dimse.services.store_instance` on the dataset's encoded bytes, which
   pynetdicom hands over undecoded (``event.request.DataSet``).
-- ``EVT_C_FIND`` (Study Root): :func:`dimse.find.answer_find`, its identifiers sent as pending
+- ``EVT_C_FIND`` (Study Root and Patient Root): :func:`dimse.find.answer_find`, its identifiers sent as pending
   responses while the peer has not cancelled, then :func:`dimse.find.record_find` and the final status.
 - ``EVT_C_MOVE`` and ``EVT_C_GET`` (Study Root and Patient Root): :func:`dimse.retrieve.plan_retrieve`,
   then one C-STORE sub-operation per instance (to the destination over the association pynetdicom
@@ -226,7 +226,8 @@ def on_find(event):
             answer = find.FindAnswer(status=find.UNABLE_TO_PROCESS, comment="identifier cannot be decoded")
             logger.warning("C-FIND from %s: identifier cannot be decoded", peer.calling_ae)
         else:
-            answer = find.answer_find(peer=peer, identifier=identifier)
+            patient_root = event.request.AffectedSOPClassUID == PatientRootQueryRetrieveInformationModelFind
+            answer = find.answer_find(peer=peer, identifier=identifier, patient_root=patient_root)
     finally:
         connections.close_all()
     if answer.status not in (find.SUCCESS, find.LIMIT_REACHED):
