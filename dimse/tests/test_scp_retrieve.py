@@ -82,7 +82,7 @@ def statuses(log: str) -> list[int]:
 def movescu(node: Node, aet: str, destination: str, *keys: str, model: str = "-S") -> str:
     args = ["-d", model, "-aet", aet, "-aec", "DICOMSVC", "-aem", destination]
     for key in keys:
-        args += ["-k", key]
+        args += [key] if key.startswith("-") or key.isdigit() else ["-k", key]  # options pass as they are
     result = _dcmtk("movescu", *args, "127.0.0.1", str(node.port))
     return result.stdout + result.stderr
 
@@ -168,6 +168,13 @@ def test_move_sends_the_stored_bytes_of_the_accounts_instances(tmp_path):
         }
         assert syntaxes == {ImplicitVRLittleEndian}
 
+        # Cancelled after the first pending response: the sub-operations stop, 0xFE00.
+        log = movescu(
+            node, "CT1", "DEST", "--cancel", "1", "QueryRetrieveLevel=STUDY", f"StudyInstanceUID={study}"
+        )
+        assert statuses(log)[-1] == 0xFE00, log
+        assert 1 <= len(received(out)) < 3
+
         # An unknown destination, one without host and port: 0xA801.
         for destination in ("UNKNOWN", "NOWHERE"):
             log = movescu(node, "CT1", destination, "QueryRetrieveLevel=STUDY", f"StudyInstanceUID={study}")
@@ -187,9 +194,13 @@ def test_move_sends_the_stored_bytes_of_the_accounts_instances(tmp_path):
             reasons[0]
             == "DIMSE C-MOVE CT1 -> DICOMSVC to DEST: 0x0000 3 completed, 0 failed, 0 warning, 0 remaining"
         )
-        assert [row["success"] for row in rows] == [True] * 6 + [False] * 4
-        assert reasons[7].startswith("DIMSE C-MOVE CT1 -> DICOMSVC to NOWHERE: 0xA801")
-        assert reasons[8].startswith("DIMSE C-MOVE CT2 -> DICOMSVC to DEST: 0x0124")
+        assert [row["success"] for row in rows] == [True] * 7 + [False] * 4
+        assert re.fullmatch(
+            r"DIMSE C-MOVE CT1 -> DICOMSVC to DEST: 0xFE00 [12] completed, 0 failed, 0 warning, [12] remaining",
+            reasons[6],
+        )
+        assert reasons[8].startswith("DIMSE C-MOVE CT1 -> DICOMSVC to NOWHERE: 0xA801")
+        assert reasons[9].startswith("DIMSE C-MOVE CT2 -> DICOMSVC to DEST: 0x0124")
         assert not any("PAT-7" in r or "Doe" in r for r in reasons)
     log = node.log.read_text()
     assert "PAT-7" not in log and "Doe^" not in log
