@@ -32,6 +32,11 @@ Decisions where the standard leaves a choice:
   handler, so a refusal of a C-MOVE to a known destination (0x0124, 0xA900) opens and releases an
   association to it without sending anything; to an unknown destination it is 0xA801.
 - At most 65535 instances (the counts are US): more is 0xA701.
+- A retrieve through the de-identifying called AE title (``DICOM_SCP_DEID_AE_TITLE``) sends the
+  same stored files: de-identification applies on the way in, not on the way out. C-FIND names
+  ``DICOM_SCP_AE_TITLE`` as the Retrieve AE Title.
+- A refused C-GET reports one failed sub-operation (pynetdicom reads a failure status only after
+  a number of sub-operations of at least one).
 
 Statuses: 0xFF00 pending, 0x0000 success, 0xB000 some sub-operations failed, 0xA702 all failed,
 0xFE00 cancelled, 0x0124 not authorized, 0xA900 identifier, 0xA801 destination, 0xA701 too many or
