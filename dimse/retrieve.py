@@ -54,15 +54,16 @@ from django.db.models import Q
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.presentation import PresentationContext, build_context
+from pynetdicom.status import STATUS_SUCCESS, STATUS_WARNING, STORAGE_SERVICE_CLASS_STATUS
 
 from audit.models import AuditLog
 from audit.services import describe_failure, operation, refused
 from dicom import access
 from dicom.models import DicomFile
 from dicom.services.errors import DicomServiceError
-from dicom.services.search import INSTANCE, SERIES, STUDY
+from dicom.services.search import INSTANCE, PATIENT, SERIES, STUDY
 from dicomweb.selectors import instances
 from dimse.models import ApplicationEntity
 
@@ -82,7 +83,6 @@ ERROR_COMMENT_MAX = 64
 MAX_SUB_OPERATIONS = 65535
 MAX_CONTEXTS = 128  # presentation context IDs are odd numbers 1 to 255 (PS3.8 9.3.2.2)
 
-PATIENT = "patient"
 LEVELS = {"PATIENT": PATIENT, "STUDY": STUDY, "SERIES": SERIES, "IMAGE": INSTANCE}
 HIERARCHY = (PATIENT, STUDY, SERIES, INSTANCE)
 UNIQUE_KEYS = {
@@ -92,9 +92,7 @@ UNIQUE_KEYS = {
     INSTANCE: "SOPInstanceUID",
 }
 _NOT_KEYS = {"QueryRetrieveLevel", "SpecificCharacterSet"}
-# C-STORE statuses a sub-operation counts as a warning (PS3.4 B.2.3): coercion, elements discarded.
-_STORE_WARNINGS = {0x0001, 0xB000, 0xB006, 0xB007}
-_UNCOMPRESSED = {ExplicitVRLittleEndian, ImplicitVRLittleEndian, "1.2.840.10008.1.2.2"}
+_UNCOMPRESSED = {ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian}
 
 
 class RetrieveError(DicomServiceError):
@@ -208,7 +206,6 @@ class SubOperations:
     attempted: list[Instance] = field(default_factory=list)
     completed: set[str] = field(default_factory=set)
     warning: set[str] = field(default_factory=set)
-    answered: set[str] = field(default_factory=set)
 
     def sending(self, item: Instance) -> None:
         self.attempted.append(item)
@@ -218,11 +215,11 @@ class SubOperations:
         if command is None or command.get("CommandField") != 0x8001:  # C-STORE-RSP
             return
         uid = str(command.get("AffectedSOPInstanceUID", ""))
-        status = command.get("Status")
-        self.answered.add(uid)
-        if status == SUCCESS:
+        # Categorised as pynetdicom counts them for its responses (an unknown status is a failure).
+        category = STORAGE_SERVICE_CLASS_STATUS.get(command.get("Status"), ("Failure",))[0]
+        if category == STATUS_SUCCESS:
             self.completed.add(uid)
-        elif status in _STORE_WARNINGS:
+        elif category == STATUS_WARNING:
             self.warning.add(uid)
 
     def sent(self) -> list[Instance]:
