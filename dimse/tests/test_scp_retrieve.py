@@ -175,8 +175,13 @@ def test_move_sends_the_stored_bytes_of_the_accounts_instances(tmp_path):
         assert statuses(log)[-1] == 0xFE00, log
         assert 1 <= len(received(out)) < 3
 
-        # An unknown destination, one without host and port: 0xA801.
-        for destination in ("UNKNOWN", "NOWHERE"):
+        # An unknown destination, one without host and port, one that does not listen: 0xA801.
+        node.shell(
+            "from django.contrib.auth.models import User; from dimse.models import ApplicationEntity;"
+            f"ApplicationEntity.objects.create(ae_title='DOWN', account=User.objects.get(username='other'),"
+            f" host='127.0.0.1', port={free_port()}); print('null')"
+        )
+        for destination in ("UNKNOWN", "NOWHERE", "DOWN"):
             log = movescu(node, "CT1", destination, "QueryRetrieveLevel=STUDY", f"StudyInstanceUID={study}")
             assert statuses(log)[-1] == 0xA801, log
         # An AE without may_retrieve: refused; a Patient Root key missing: 0xA900.
@@ -194,13 +199,17 @@ def test_move_sends_the_stored_bytes_of_the_accounts_instances(tmp_path):
             reasons[0]
             == "DIMSE C-MOVE CT1 -> DICOMSVC to DEST: 0x0000 3 completed, 0 failed, 0 warning, 0 remaining"
         )
-        assert [row["success"] for row in rows] == [True] * 7 + [False] * 4
+        assert [row["success"] for row in rows] == [True] * 7 + [False] * 5
         assert re.fullmatch(
             r"DIMSE C-MOVE CT1 -> DICOMSVC to DEST: 0xFE00 [12] completed, 0 failed, 0 warning, [12] remaining",
             reasons[6],
         )
         assert reasons[8].startswith("DIMSE C-MOVE CT1 -> DICOMSVC to NOWHERE: 0xA801")
-        assert reasons[9].startswith("DIMSE C-MOVE CT2 -> DICOMSVC to DEST: 0x0124")
+        assert (
+            reasons[9]
+            == "DIMSE C-MOVE CT1 -> DICOMSVC to DOWN: 0xA801 0 completed, 0 failed, 0 warning, 3 remaining"
+        )
+        assert reasons[10].startswith("DIMSE C-MOVE CT2 -> DICOMSVC to DEST: 0x0124")
         assert not any("PAT-7" in r or "Doe" in r for r in reasons)
     log = node.log.read_text()
     assert "PAT-7" not in log and "Doe^" not in log
