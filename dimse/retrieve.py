@@ -169,7 +169,8 @@ class RetrievePlan:
 
     def presentation_contexts(self) -> list[PresentationContext]:
         """The contexts a C-MOVE proposes to its destination: each SOP class in each stored syntax,
-        and in Explicit and Implicit VR Little Endian when a file of it is uncompressed."""
+        and in Explicit and Implicit VR Little Endian when a file of it is uncompressed. At most 128
+        (PS3.8's limit): the instances of a context left out are failed sub-operations."""
         wanted: dict[str, list[str]] = {}
         for item in self.instances:
             syntaxes = wanted.setdefault(item.sop_class_uid, [])
