@@ -1,8 +1,11 @@
-"""C-FIND (Study Root Query/Retrieve Information Model, PS3.4 C.4.1) over the shared search service.
+"""C-FIND (Study Root and Patient Root Query/Retrieve Information Models, PS3.4 C.4.1) over the
+shared search service.
 
 - :func:`translate`: a request identifier as a :class:`FindRequest`: its level
-  (``QueryRetrieveLevel`` STUDY, SERIES or IMAGE), its matching keys (attributes with a value,
-  as the search service's filters, same keywords) and its return keys (every attribute named).
+  (``QueryRetrieveLevel`` STUDY, SERIES or IMAGE; PATIENT too in Patient Root), its matching keys
+  (attributes with a value, as the search service's filters, same keywords) and its return keys
+  (every attribute named). In Patient Root, below PATIENT, the identifier must carry the patient's
+  unique key, Patient ID, with a single value (C.4.1.2.2.1; else 0xA900); it narrows the search.
   Keys the search service cannot match on at that level (or does not know) are returned empty and
   make the pending statuses 0xFF01 (optional keys not supported).
 - :func:`response_identifier`: one :class:`~dicom.services.search.Match` as a response identifier.
@@ -35,6 +38,7 @@ from dicom.services.search import (
     BY_KEYWORD,
     DEPTH,
     INSTANCE,
+    PATIENT,
     SERIES,
     STUDY,
     Match,
@@ -57,15 +61,22 @@ NOT_AUTHORIZED = 0x0124
 OUT_OF_RESOURCES = 0xA700
 ERROR_COMMENT_MAX = 64
 
-LEVELS = {"STUDY": STUDY, "SERIES": SERIES, "IMAGE": INSTANCE}
-# The unique key of each level (PS3.4 C.6.2.1), named in every response at or below it.
-UNIQUE_KEYS = {STUDY: "StudyInstanceUID", SERIES: "SeriesInstanceUID", INSTANCE: "SOPInstanceUID"}
+LEVELS = {"PATIENT": PATIENT, "STUDY": STUDY, "SERIES": SERIES, "IMAGE": INSTANCE}
+# The unique key of each level (PS3.4 C.6.1.1, C.6.2.1), named in every response at or below it
+# (Patient ID only in Patient Root).
+UNIQUE_KEYS = {
+    PATIENT: "PatientID",
+    STUDY: "StudyInstanceUID",
+    SERIES: "SeriesInstanceUID",
+    INSTANCE: "SOPInstanceUID",
+}
 # Attributes of the request that are not keys (PS3.4 C.4.1.1.3.1) or that the node fills itself.
 _NOT_KEYS = {"SpecificCharacterSet", "QueryRetrieveLevel", "RetrieveAETitle", "InstanceAvailability"}
 
 
 class IdentifierMismatchError(DicomServiceError):
-    """The identifier has no valid Query/Retrieve Level for Study Root (0xA900)."""
+    """The identifier does not fit the information model: no valid Query/Retrieve Level, or in
+    Patient Root no single Patient ID below PATIENT (0xA900)."""
 
 
 class FindNotAllowedError(DicomServiceError):
@@ -81,6 +92,7 @@ class FindRequest:
     return_keys: list[str]  # keywords, in the identifier's order
     unsupported: bool = False  # some keys were not supported for matching or return
     instance_availability: bool = False
+    patient_root: bool = False
 
     def query(self) -> Query:
         return Query(level=self.level, filters=self.filters, include=self.return_keys)
@@ -97,19 +109,28 @@ class FindAnswer:
     matches: list[Match] = field(default_factory=list)
 
 
-def translate(identifier: Dataset) -> FindRequest:
-    """The search a Study Root C-FIND identifier asks for.
+def translate(identifier: Dataset, *, patient_root: bool = False) -> FindRequest:
+    """The search a Study Root (or Patient Root) C-FIND identifier asks for.
 
     Raises :class:`IdentifierMismatchError` without a Query/Retrieve Level of STUDY, SERIES or
-    IMAGE, and :class:`~dicom.services.search.SearchQueryError` for an attribute whose value
+    IMAGE (or PATIENT, in Patient Root) or, in Patient Root below PATIENT, without a single Patient
+    ID (no wildcard), and :class:`~dicom.services.search.SearchQueryError` for an attribute whose value
     cannot be read. A key with a value is a matching key when the search service matches on it at
     this level (relational: keys of upper levels too, unique keys of upper levels narrow the
     search); every other key is a return key, returned empty when not supported.
     """
     raw_level = identifier.get("QueryRetrieveLevel")
     level = LEVELS.get(str(raw_level).strip().upper()) if isinstance(raw_level, str) else None
-    if level is None:
-        raise IdentifierMismatchError("Query/Retrieve Level is not STUDY, SERIES or IMAGE")
+    if level is None or (level == PATIENT and not patient_root):
+        allowed = "PATIENT, STUDY, SERIES or IMAGE" if patient_root else "STUDY, SERIES or IMAGE"
+        raise IdentifierMismatchError(f"Query/Retrieve Level is not {allowed}")
+    if patient_root and level != PATIENT:
+        try:
+            text = _text(identifier.get("PatientID")).strip()
+        except Exception:
+            text = ""
+        if not text or any(char in text for char in "\\*?"):
+            raise IdentifierMismatchError("Patient Root below PATIENT needs one Patient ID")
     filters: dict[str, str] = {}
     return_keys: list[str] = []
     unsupported = False
@@ -145,6 +166,7 @@ def translate(identifier: Dataset) -> FindRequest:
         return_keys=return_keys,
         unsupported=unsupported,
         instance_availability=availability,
+        patient_root=patient_root,
     )
 
 
@@ -164,16 +186,15 @@ def response_identifier(match: Match, *, request: FindRequest, retrieve_ae_title
     Specific Character Set ``ISO_IR 192`` when any text is not ASCII."""
     depth = DEPTH[request.level]
     values = dict(match.attributes)
-    values["StudyInstanceUID"] = [match.study]
+    if depth >= DEPTH[STUDY]:
+        values["StudyInstanceUID"] = [match.study]
     if depth >= DEPTH[SERIES]:
         values["SeriesInstanceUID"] = [match.series]
     if depth >= DEPTH[INSTANCE]:
         values["SOPInstanceUID"] = [match.instance]
-    keywords = list(
-        dict.fromkeys(
-            [*request.return_keys, *(UNIQUE_KEYS[lv] for lv in LEVELS.values() if DEPTH[lv] <= depth)]
-        )
-    )
+    top = PATIENT if request.patient_root else STUDY
+    unique = [key for lv, key in UNIQUE_KEYS.items() if DEPTH[top] <= DEPTH[lv] <= depth]
+    keywords = list(dict.fromkeys([*request.return_keys, *unique]))
     ds = Dataset()
     ds.QueryRetrieveLevel = next(name for name, lv in LEVELS.items() if lv == request.level)
     ds.RetrieveAETitle = retrieve_ae_title
@@ -215,13 +236,16 @@ def _status(error: BaseException) -> int:
     return OUT_OF_RESOURCES
 
 
-def answer_find(*, peer, identifier: Dataset, limit: int | None = None) -> FindAnswer:
+def answer_find(
+    *, peer, identifier: Dataset, limit: int | None = None, patient_root: bool = False
+) -> FindAnswer:
     """Search for ``identifier`` as ``peer``'s account: the identifiers to send and the final status.
 
     At most ``limit`` (default ``DICOM_SCP_MAX_FIND_RESULTS``) matches; when more match, the final
     status is 0xB001. A refusal (the AE may not query, an identifier that does not match the SOP
     class, a value the search cannot take) answers no match and writes its ``search`` audit row
     here; an answer with matches is audited by :func:`record_find` once sent. Reads only.
+    ``patient_root``: the request came in Patient Root (PatientRootQueryRetrieveInformationModelFind).
     """
     limit = settings.DICOM_SCP_MAX_FIND_RESULTS if limit is None else limit
     actor = peer.actor()
@@ -233,7 +257,7 @@ def answer_find(*, peer, identifier: Dataset, limit: int | None = None) -> FindA
     try:
         if not peer.may_query:
             raise FindNotAllowedError("this AE may not query")
-        request = translate(identifier)
+        request = translate(identifier, patient_root=patient_root)
         page = find(
             user=peer.account,
             files=stored_files(peer.account),
@@ -257,12 +281,13 @@ def answer_find(*, peer, identifier: Dataset, limit: int | None = None) -> FindA
 
 def record_find(*, peer, answer: FindAnswer, sent: int, status: int) -> None:
     """The ``search`` audit row of a C-FIND answered with ``status`` after ``sent`` matches: the
-    UIDs of the studies, series and instances sent, the AE titles and status in its reason."""
+    UIDs of the studies, series and instances sent, the AE titles and status in its reason
+    (patients are not named: a Patient ID is patient data)."""
     with operation(actor=peer.actor(), action=AuditLog.Action.SEARCH) as op:
         op.reason = f"{peer.reason('C-FIND')}: 0x{status:04X} {sent} matches"
         sent_matches = answer.matches[:sent]
         op.touch(
-            studies=[m.study for m in sent_matches],
+            studies=[m.study for m in sent_matches if m.study],
             series=[m.series for m in sent_matches if m.series],
             instances=[m.instance for m in sent_matches if m.instance],
         )

@@ -23,8 +23,8 @@ class ApplicationEntity(models.Model):
 
     An association whose calling AE title is an enabled entity acts as the entity's ``account``
     (its files are that account's, its audit rows name it); ``may_store`` allows C-STORE,
-    ``may_query`` and ``may_retrieve`` are for C-FIND and C-MOVE/C-GET to come. ``host`` and
-    ``port`` are where the entity listens, for C-MOVE destinations (not used yet).
+    ``may_query`` C-FIND and ``may_retrieve`` C-MOVE and C-GET. ``host`` and ``port`` are where
+    the entity listens: an enabled entity with both is a C-MOVE destination.
     """
 
     ae_title = models.CharField("AE title", max_length=16, unique=True, validators=[validate_ae_title])

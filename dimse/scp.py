@@ -1,4 +1,4 @@
-"""The DIMSE node on the network (pynetdicom): C-ECHO, C-STORE and C-FIND SCP under our AE titles.
+"""The DIMSE node on the network (pynetdicom): C-ECHO, C-STORE, C-FIND, C-MOVE and C-GET SCP under our AE titles.
 
 Each association runs in its own thread (pynetdicom's), with its own database connection, closed
 after each handler so that no idle association holds one. The decisions live in
@@ -9,8 +9,13 @@ after each handler so that no idle association holds one. The decisions live in
 - ``EVT_C_ECHO``: success.
 - ``EVT_C_STORE``: :func:`dimse.services.store_instance` on the dataset's encoded bytes, which
   pynetdicom hands over undecoded (``event.request.DataSet``).
-- ``EVT_C_FIND`` (Study Root): :func:`dimse.find.answer_find`, its identifiers sent as pending
+- ``EVT_C_FIND`` (Study Root and Patient Root): :func:`dimse.find.answer_find`, its identifiers sent as pending
   responses while the peer has not cancelled, then :func:`dimse.find.record_find` and the final status.
+- ``EVT_C_MOVE`` and ``EVT_C_GET`` (Study Root and Patient Root): :func:`dimse.retrieve.plan_retrieve`,
+  then one C-STORE sub-operation per instance (to the destination over the association pynetdicom
+  opens to it, or back over the same association), each read from storage only when its turn comes,
+  the peer's cancellation checked before each; the sub-operations' outcomes counted from the C-STORE
+  responses (``EVT_DIMSE_RECV``) for :func:`dimse.retrieve.record_retrieve`.
 - ``EVT_DATA_RECV``: pynetdicom gathers a message in memory before the handler sees it, so an
   instance larger than ``DICOM_MAX_UPLOAD_SIZE`` cannot be answered 0xA700 without being held
   whole. Once the P-DATA received since the last C-STORE exceed the limit by more than two PDUs
@@ -43,11 +48,19 @@ from pydicom.uid import (
     RLELossless,
 )
 from pynetdicom import AE, _config, evt
-from pynetdicom.presentation import AllStoragePresentationContexts
-from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
+from pynetdicom.presentation import AllStoragePresentationContexts, build_context
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
-from dimse import find, services
+from dimse import find, retrieve, services
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +89,8 @@ P_DATA_TF = b"\x04"
 
 
 def build_ae(*, ae_title: str) -> AE:
-    """The application entity: Verification, every storage SOP class, Study Root C-FIND, our bounds."""
+    """The application entity: Verification, every storage SOP class (also as SCU, for C-GET),
+    Study Root and Patient Root C-FIND, C-MOVE and C-GET, our bounds."""
     # pynetdicom logs C-FIND identifiers at INFO: their values are patient data (names, IDs).
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
@@ -90,9 +104,20 @@ def build_ae(*, ae_title: str) -> AE:
     ae.acse_timeout = settings.DICOM_SCP_ACSE_TIMEOUT
     ae.network_timeout = settings.DICOM_SCP_NETWORK_TIMEOUT
     ae.add_supported_context(Verification)
-    ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
+    for model in (
+        StudyRootQueryRetrieveInformationModelFind,
+        PatientRootQueryRetrieveInformationModelFind,
+        StudyRootQueryRetrieveInformationModelMove,
+        PatientRootQueryRetrieveInformationModelMove,
+        StudyRootQueryRetrieveInformationModelGet,
+        PatientRootQueryRetrieveInformationModelGet,
+    ):
+        ae.add_supported_context(model)
     for context in AllStoragePresentationContexts:
-        ae.add_supported_context(context.abstract_syntax, STORE_TRANSFER_SYNTAXES)
+        # A C-GET SCU proposes to be the storage SCP too (role selection, PS3.7 D.3.3.4): accepted.
+        ae.add_supported_context(
+            context.abstract_syntax, STORE_TRANSFER_SYNTAXES, scu_role=True, scp_role=True
+        )
     return ae
 
 
@@ -102,6 +127,8 @@ def handlers() -> list[tuple]:
         (evt.EVT_C_ECHO, on_echo),
         (evt.EVT_C_STORE, on_store),
         (evt.EVT_C_FIND, on_find),
+        (evt.EVT_C_MOVE, on_move),
+        (evt.EVT_C_GET, on_get),
         (evt.EVT_DATA_RECV, on_data_received),
     ]
 
@@ -206,7 +233,8 @@ def on_find(event):
             answer = find.FindAnswer(status=find.UNABLE_TO_PROCESS, comment="identifier cannot be decoded")
             logger.warning("C-FIND from %s: identifier cannot be decoded", peer.calling_ae)
         else:
-            answer = find.answer_find(peer=peer, identifier=identifier)
+            patient_root = event.request.AffectedSOPClassUID == PatientRootQueryRetrieveInformationModelFind
+            answer = find.answer_find(peer=peer, identifier=identifier, patient_root=patient_root)
     finally:
         connections.close_all()
     if answer.status not in (find.SUCCESS, find.LIMIT_REACHED):
@@ -237,6 +265,131 @@ def _final(status: int, comment: str) -> tuple[Dataset, None]:
     if comment:
         answer.ErrorComment = comment
     return answer, None
+
+
+def _identifier(event) -> Dataset | None:
+    try:
+        return event.identifier
+    except Exception:
+        return None
+
+
+def on_move(event):
+    """Answer a C-MOVE: the destination, the number of sub-operations, then one dataset at a time."""
+    peer: services.Peer = getattr(event.assoc, _PEER)
+    setattr(event.assoc, _RECEIVED, 0)
+    patient_root = event.request.AffectedSOPClassUID == PatientRootQueryRetrieveInformationModelMove
+    try:
+        plan = retrieve.plan_retrieve(
+            peer=peer,
+            service="C-MOVE",
+            identifier=_identifier(event),
+            patient_root=patient_root,
+            move_destination_title=event.move_destination or "",
+        )
+    finally:
+        connections.close_all()
+    if isinstance(plan, retrieve.Refusal):
+        logger.warning("C-MOVE from %s refused: 0x%04X %s", peer.calling_ae, plan.status, plan.comment)
+        if plan.destination is None:
+            yield None, None  # pynetdicom answers 0xA801
+            return
+        # pynetdicom associates with the destination before it takes a failure status (see dimse.retrieve).
+        yield plan.destination.host, plan.destination.port, {"contexts": [build_context(Verification)]}
+        yield 1
+        yield _final(plan.status, plan.comment)
+        return
+    outcomes = retrieve.SubOperations()
+    destination = plan.destination
+    yield (
+        destination.host,
+        destination.port,
+        {
+            "contexts": plan.presentation_contexts(),
+            "evt_handlers": [(evt.EVT_DIMSE_RECV, outcomes.on_response)],
+        },
+    )
+    yield from _sub_operations(event, plan, outcomes)
+
+
+def on_get(event):
+    """Answer a C-GET: the number of sub-operations, then one dataset at a time over this association."""
+    peer: services.Peer = getattr(event.assoc, _PEER)
+    setattr(event.assoc, _RECEIVED, 0)
+    patient_root = event.request.AffectedSOPClassUID == PatientRootQueryRetrieveInformationModelGet
+    try:
+        plan = retrieve.plan_retrieve(
+            peer=peer, service="C-GET", identifier=_identifier(event), patient_root=patient_root
+        )
+    finally:
+        connections.close_all()
+    if isinstance(plan, retrieve.Refusal):
+        logger.warning("C-GET from %s refused: 0x%04X %s", peer.calling_ae, plan.status, plan.comment)
+        yield 1
+        yield _final(plan.status, plan.comment)
+        return
+    outcomes = retrieve.SubOperations()
+    event.assoc.bind(evt.EVT_DIMSE_RECV, outcomes.on_response)
+    try:
+        yield from _sub_operations(event, plan, outcomes)
+    finally:
+        event.assoc.unbind(evt.EVT_DIMSE_RECV, outcomes.on_response)
+
+
+def _sub_operations(event, plan: retrieve.RetrievePlan, outcomes: retrieve.SubOperations):
+    """The number of sub-operations, then (pending, dataset) per instance while not cancelled; the
+    audit row once they are done, cancelled, or pynetdicom stopped asking (the destination refused
+    the association, the peer went away)."""
+    recorded = False
+
+    def record(**kwargs) -> None:
+        nonlocal recorded
+        recorded = True
+        try:
+            status = retrieve.record_retrieve(plan=plan, outcomes=outcomes, **kwargs)
+        finally:
+            connections.close_all()
+        completed, failed, warning = outcomes.counts()
+        logger.info(
+            "%s from %s: 0x%04X, %s completed, %s failed, %s warning",
+            plan.service,
+            plan.peer.calling_ae,
+            status,
+            completed,
+            failed,
+            warning,
+        )
+
+    try:
+        if not plan.instances:
+            record()
+            yield 0
+            return
+        yield len(plan.instances)
+        for item in plan.instances:
+            if event.is_cancelled:
+                record(cancelled=True)
+                yield _final(retrieve.CANCELLED, "")
+                return
+            outcomes.sending(item)
+            try:
+                dataset = retrieve.read_instance(item)
+            except Exception:
+                logger.exception(
+                    "%s from %s: file %s cannot be read", plan.service, plan.peer.calling_ae, item.file_id
+                )
+                # A dataset without its SOP Class UID cannot be sent: pynetdicom counts the
+                # sub-operation failed and lists the instance in Failed SOP Instance UID List.
+                dataset = Dataset()
+                dataset.SOPInstanceUID = item.sop_instance_uid
+            yield retrieve.PENDING, dataset
+            del dataset  # one instance in memory at a time
+        record()
+    finally:
+        if not recorded:
+            # Closed before its end: a destination that refused the association is 0xA801.
+            nothing_sent = not outcomes.attempted and plan.service == "C-MOVE"
+            record(status=retrieve.MOVE_DESTINATION_UNKNOWN if nothing_sent else None)
 
 
 # --- the listening socket -------------------------------------------------------------------

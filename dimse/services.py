@@ -83,6 +83,7 @@ class Peer:
     may_store: bool
     deidentify: bool
     may_query: bool = False
+    may_retrieve: bool = False
 
     def reason(self, service: str) -> str:
         # AE titles name devices, not patients: safe in an audit reason.
@@ -118,9 +119,10 @@ def admit(*, calling_ae: str, called_ae: str, address: str) -> Peer | Rejection:
     The called AE title must be ``DICOM_SCP_AE_TITLE`` (store as received) or
     ``DICOM_SCP_DEID_AE_TITLE`` (store de-identified). The calling AE title must be an enabled
     :class:`ApplicationEntity` whose account is active: the association acts as that account with
-    its ``may_store`` and ``may_query``. With ``DICOM_SCP_TRUST_LOOPBACK`` (embedded mode only) an
-    unregistered calling AE from a loopback address is accepted as ``DICOM_SYSTEM_USERNAME``
-    (created if missing) and may store and query. AE titles compare without their padding spaces.
+    its ``may_store``, ``may_query`` and ``may_retrieve``. With ``DICOM_SCP_TRUST_LOOPBACK``
+    (embedded mode only) an unregistered calling AE from a loopback address is accepted as
+    ``DICOM_SYSTEM_USERNAME`` (created if missing) and may store, query and retrieve (that
+    account's files, to registered move destinations only). AE titles compare without their padding spaces.
     """
     calling_ae, called_ae = calling_ae.strip(), called_ae.strip()
     if called_ae not in (settings.DICOM_SCP_AE_TITLE, settings.DICOM_SCP_DEID_AE_TITLE):
@@ -140,6 +142,7 @@ def admit(*, calling_ae: str, called_ae: str, address: str) -> Peer | Rejection:
             may_store=entity.may_store,
             deidentify=deidentify,
             may_query=entity.may_query,
+            may_retrieve=entity.may_retrieve,
         )
     if settings.DICOM_SCP_TRUST_LOOPBACK and is_loopback(address):
         return Peer(
@@ -150,6 +153,7 @@ def admit(*, calling_ae: str, called_ae: str, address: str) -> Peer | Rejection:
             may_store=True,
             deidentify=deidentify,
             may_query=True,
+            may_retrieve=True,
         )
     return Rejection(CALLING_AE_NOT_RECOGNIZED, "calling AE title is not a registered, enabled AE")
 

@@ -50,11 +50,13 @@ from dicom.models import DicomFile
 from dicom.services.errors import DicomServiceError
 from dicom.services.metadata import INDEX_ONLY_KEYWORDS
 
-STUDY, SERIES, INSTANCE = "study", "series", "instance"
+PATIENT, STUDY, SERIES, INSTANCE = "patient", "study", "series", "instance"
 LEVELS = (STUDY, SERIES, INSTANCE)
-DEPTH = {level: depth for depth, level in enumerate(LEVELS)}
+# PATIENT is above the levels of QIDO-RS, for C-FIND Patient Root: its attributes apply below it too.
+DEPTH = {PATIENT: -1, **{level: depth for depth, level in enumerate(LEVELS)}}
 # The columns that name an entity of each level (an instance is named by all three).
 _KEY_COLUMNS = {
+    PATIENT: ("patient_id",),
     STUDY: ("study_instance_uid",),
     SERIES: ("study_instance_uid", "series_instance_uid"),
     INSTANCE: ("study_instance_uid", "series_instance_uid", "sop_instance_uid"),
@@ -111,10 +113,23 @@ ATTRIBUTES: tuple[Attribute, ...] = (
     Attribute("AccessionNumber", STUDY, "accession_number", match=TEXT),
     Attribute("ModalitiesInStudy", STUDY, "modalities_in_study", COMPUTED, match=MODALITIES),
     Attribute("ReferringPhysicianName", STUDY, "referring_physician_name", match=NAME),
-    Attribute("PatientName", STUDY, "patient_name", match=NAME),
-    Attribute("PatientID", STUDY, "patient_id", match=TEXT),
-    Attribute("PatientBirthDate", STUDY, "patient_birth_date", METADATA),
-    Attribute("PatientSex", STUDY, "patient_sex", METADATA),
+    Attribute("PatientName", PATIENT, "patient_name", match=NAME),
+    Attribute("PatientID", PATIENT, "patient_id", match=TEXT),
+    Attribute("PatientBirthDate", PATIENT, "patient_birth_date", METADATA),
+    Attribute("PatientSex", PATIENT, "patient_sex", METADATA),
+    Attribute(
+        "NumberOfPatientRelatedStudies", PATIENT, "number_of_patient_related_studies", COMPUTED, default=False
+    ),
+    Attribute(
+        "NumberOfPatientRelatedSeries", PATIENT, "number_of_patient_related_series", COMPUTED, default=False
+    ),
+    Attribute(
+        "NumberOfPatientRelatedInstances",
+        PATIENT,
+        "number_of_patient_related_instances",
+        COMPUTED,
+        default=False,
+    ),
     Attribute("PatientAge", STUDY, "patient_age", METADATA, default=False),
     Attribute("PatientIdentityRemoved", STUDY, "patient_identity_removed", METADATA, default=False),
     Attribute("StudyInstanceUID", STUDY, "study_instance_uid", match=UID),
@@ -181,10 +196,11 @@ class Match:
     with no value (absent from the file, or withheld from this user).
     """
 
-    study: str
+    study: str  # "" for a patient
     series: str | None
     instance: str | None
     attributes: dict[str, list[Any]]
+    patient: str | None = None  # the Patient ID of a patient-level match
 
 
 @dataclass(frozen=True)
@@ -225,10 +241,16 @@ def find(
     """The page of entities at ``query.level`` among ``files`` (what ``user`` may see) that match ``query``.
 
     Reads only. ``limit`` and ``offset`` count entities. Raises :class:`SearchQueryError` for a key
-    that is not a matching key at that level or a value that is malformed.
+    that is not a matching key at that level or a value that is malformed. A patient (PATIENT, for
+    C-FIND) is a Patient ID that is not empty; for a user who may not see originals' patient data,
+    only de-identified files make patients (an original's Patient ID is its patient data).
     """
     level = query.level
     in_full = access.may_see_patient_data(user, DicomFile(anonymized=False))
+    if level == PATIENT:
+        files = (
+            files.exclude(patient_id="") if in_full else files.filter(anonymized=True).exclude(patient_id="")
+        )
     matching = files
     selective = False
     if query.study is not None:
@@ -269,8 +291,13 @@ def find(
 
     returned = _returned(query)
     rows = _representatives(rows_matching, level, page, in_full=in_full)
-    studies = sorted({k[0] for k in page})
+    studies = (
+        sorted({row.study_instance_uid for row in rows.values()})
+        if level == PATIENT
+        else sorted({k[0] for k in page})
+    )
     computed = {a.keyword for a in returned if a.source == COMPUTED}
+    patient_counts = _patient_aggregates(files, [k[0] for k in page]) if computed & _PATIENT_COMPUTED else {}
     study_counts = _study_aggregates(files, studies) if computed & _STUDY_COMPUTED else {}
     modalities = _modalities(files, studies) if "ModalitiesInStudy" in computed else {}
     series_counts = (
@@ -284,7 +311,9 @@ def find(
         masked = not access.may_see_patient_data(user, row)
         attributes: dict[str, list[Any]] = {}
         for attribute in returned:
-            if attribute.source == COMPUTED:
+            if attribute.source == COMPUTED and attribute.keyword in _PATIENT_COMPUTED:
+                values = [patient_counts.get(row.patient_id, {}).get(attribute.keyword, 0)]
+            elif attribute.source == COMPUTED:
                 values = _computed(attribute, row, study_counts, modalities, series_counts)
             elif masked and attribute.identifying:
                 values = []
@@ -293,10 +322,11 @@ def find(
             attributes[attribute.keyword] = values
         matches.append(
             Match(
-                study=row.study_instance_uid,
-                series=row.series_instance_uid if level != STUDY else None,
+                study=row.study_instance_uid if level != PATIENT else "",
+                series=row.series_instance_uid if level in (SERIES, INSTANCE) else None,
                 instance=row.sop_instance_uid if level == INSTANCE else None,
                 attributes=attributes,
+                patient=row.patient_id if level == PATIENT else None,
             )
         )
     return Page(matches=matches, more=more)
@@ -455,6 +485,11 @@ def _wildcard_regex(value: str, alias: str) -> str:
 
 
 _STUDY_COMPUTED = {"NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances"}
+_PATIENT_COMPUTED = {
+    "NumberOfPatientRelatedStudies",
+    "NumberOfPatientRelatedSeries",
+    "NumberOfPatientRelatedInstances",
+}
 
 
 def _returned(query: Query) -> list[Attribute]:
@@ -466,6 +501,7 @@ def _returned(query: Query) -> list[Attribute]:
     """
     depth = DEPTH[query.level]
     scoped = {STUDY: query.study is not None and depth > 0, SERIES: query.series is not None and depth > 1}
+    scoped[PATIENT] = scoped[STUDY]  # a study's resource is one patient's
     wanted = set(query.filters) | set(query.include)
     chosen = []
     for attribute in ATTRIBUTES:
@@ -487,7 +523,7 @@ def _representatives(
     """One matching row per entity of ``page``: the newest, a de-identified one first for those who need it."""
     key = _KEY_COLUMNS[level]
     rows = matching.filter(**{f"{key[-1]}__in": [entity[-1] for entity in page]})
-    if level != STUDY:
+    if level not in (PATIENT, STUDY):
         rows = rows.filter(study_instance_uid__in={entity[0] for entity in page})
     order = [F("created_at").desc(), F("id").desc()]
     if not in_full:
@@ -510,6 +546,27 @@ def _study_aggregates(files: QuerySet[DicomFile], studies: list[str]) -> dict[st
         )
     )
     return {row["study_instance_uid"]: row for row in counted}
+
+
+def _patient_aggregates(files: QuerySet[DicomFile], patients: list[str]) -> dict[str, dict[str, int]]:
+    counted = (
+        files.filter(patient_id__in=patients)
+        .order_by()
+        .values("patient_id")
+        .annotate(
+            studies=Count("study_instance_uid", distinct=True),
+            series=Count("series_instance_uid", distinct=True),
+            instances=Count("sop_instance_uid", distinct=True),
+        )
+    )
+    return {
+        row["patient_id"]: {
+            "NumberOfPatientRelatedStudies": row["studies"],
+            "NumberOfPatientRelatedSeries": row["series"],
+            "NumberOfPatientRelatedInstances": row["instances"],
+        }
+        for row in counted
+    }
 
 
 def _modalities(files: QuerySet[DicomFile], studies: list[str]) -> dict[str, list[str]]:

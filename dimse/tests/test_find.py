@@ -172,3 +172,65 @@ def test_an_account_that_may_not_see_patient_data_gets_it_masked_and_cannot_matc
     assert ds.StudyInstanceUID == study and ds.PatientName in (None, "")
     for keys in ({"PatientName": "Secret*"}, {"StudyDate": "20240101-20240131"}):
         assert find.answer_find(peer=peer, identifier=identifier("STUDY", **keys)).identifiers == []
+
+
+# --- Patient Root ------------------------------------------------------------------------------
+
+
+def test_patient_root_has_a_patient_level_and_needs_the_patient_id_below_it():
+    request = find.translate(identifier("PATIENT", PatientName="doe*", PatientID=""), patient_root=True)
+    assert (request.level, request.filters) == ("patient", {"PatientName": "doe*"})
+    request = find.translate(identifier("STUDY", PatientID="PAT-1", StudyDate=""), patient_root=True)
+    assert (request.level, request.filters) == (STUDY, {"PatientID": "PAT-1"})
+    for keys in ({}, {"PatientID": ""}, {"PatientID": "PAT*"}, {"PatientID": ["PAT-1", "PAT-2"]}):
+        with pytest.raises(find.IdentifierMismatchError, match="needs one Patient ID"):
+            find.translate(identifier("SERIES", **keys), patient_root=True)
+
+
+def test_patient_level_answers_patients_with_their_counts(api, user, other_api):
+    first, second = generate_uid(), generate_uid()
+    store(api, study_uid=first, PatientID="PAT-1", PatientName="Doe^Jane", PatientSex="F")
+    store(api, study_uid=first, PatientID="PAT-1", PatientName="Doe^Jane", PatientSex="F")
+    store(api, study_uid=second, PatientID="PAT-1", PatientName="Doe^Jane", PatientSex="F")
+    store(api, PatientID="PAT-2", PatientName="Roe^Richard")
+    store(other_api, PatientID="PAT-1", PatientName="Doe^Jane")
+    peer = peer_for(ApplicationEntityFactory(ae_title="WS1", account=user, may_query=True))
+    ds = identifier(
+        "PATIENT", PatientName="DOE*", PatientID="", PatientSex="", NumberOfPatientRelatedStudies="",
+        NumberOfPatientRelatedSeries="", NumberOfPatientRelatedInstances="", StudyDate="",
+    )  # fmt: skip
+    answer = find.answer_find(peer=peer, identifier=ds, patient_root=True)
+    assert answer.status == find.SUCCESS and answer.pending_status == find.PENDING_WARNING  # StudyDate
+    (found,) = answer.identifiers
+    assert found.QueryRetrieveLevel == "PATIENT" and found.PatientID == "PAT-1" and found.PatientSex == "F"
+    counts = (
+        found.NumberOfPatientRelatedStudies,
+        found.NumberOfPatientRelatedSeries,  # each instance stored has a series of its own
+        found.NumberOfPatientRelatedInstances,
+    )
+    assert tuple(int(n) for n in counts) == (2, 3, 3)
+    assert "StudyInstanceUID" not in found and found.StudyDate in (None, "")
+    find.record_find(peer=peer, answer=answer, sent=1, status=answer.status)
+    row = AuditLog.objects.get(action=AuditLog.Action.SEARCH)
+    assert row.targets == [] and "PAT-1" not in row.reason
+
+
+def test_patient_root_study_level_is_narrowed_to_the_patient(api, user):
+    mine = generate_uid()
+    store(api, study_uid=mine, PatientID="PAT-1")
+    store(api, PatientID="PAT-2")
+    peer = peer_for(ApplicationEntityFactory(ae_title="WS1", account=user, may_query=True))
+    ds = identifier("STUDY", PatientID="PAT-1", StudyInstanceUID="")
+    answer = find.answer_find(peer=peer, identifier=ds, patient_root=True)
+    assert [(d.PatientID, d.StudyInstanceUID) for d in answer.identifiers] == [("PAT-1", mine)]
+    refused = find.answer_find(
+        peer=peer, identifier=identifier("STUDY", StudyInstanceUID=""), patient_root=True
+    )
+    assert refused.status == find.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS
+
+
+def test_an_account_that_may_not_see_patient_data_finds_no_original_patient(api, staff_user):
+    store(api, PatientID="PAT-1", PatientName="Secret^Patient")
+    peer = peer_for(ApplicationEntityFactory(ae_title="WS1", account=staff_user, may_query=True))
+    answer = find.answer_find(peer=peer, identifier=identifier("PATIENT", PatientID=""), patient_root=True)
+    assert answer.status == find.SUCCESS and answer.identifiers == []

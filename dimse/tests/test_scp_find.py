@@ -22,10 +22,13 @@ SETUP = (
 )
 
 
-def findscu(node: Node, out: Path, aet: str, *keys: str) -> tuple[str, list[pydicom.Dataset]]:
-    """findscu (Study Root) with ``keys``: its log and the response identifiers it extracted."""
+def findscu(
+    node: Node, out: Path, aet: str, *keys: str, model: str = "-S"
+) -> tuple[str, list[pydicom.Dataset]]:
+    """findscu (Study Root, or ``model="-P"`` Patient Root) with ``keys``: its log and the response
+    identifiers it extracted."""
     out.mkdir()
-    args = ["-d", "-S", "-aet", aet, "-aec", "DICOMSVC", "-X", "-od", str(out)]
+    args = ["-d", model, "-aet", aet, "-aec", "DICOMSVC", "-X", "-od", str(out)]
     for key in keys:
         args += ["-k", key]
     result = _dcmtk("findscu", *args, "127.0.0.1", str(node.port))
@@ -138,3 +141,66 @@ def test_find_at_every_level_as_the_aes_account(tmp_path):
         assert "Find SCP Request Identifier" not in node.log.read_text()
     log = node.log.read_text().lower()
     assert "doe^" not in log and "doe*" not in log and "roe^" not in log and "20040101" not in log
+
+
+def test_find_patient_root(tmp_path):
+    study = generate_uid()
+    paths = []
+    for number, attributes in enumerate(
+        [
+            {
+                "study_uid": study,
+                "PatientID": "PAT-1",
+                "PatientName": "Doe^Jane",
+                "PatientBirthDate": "19700101",
+            },
+            {
+                "study_uid": study,
+                "PatientID": "PAT-1",
+                "PatientName": "Doe^Jane",
+                "PatientBirthDate": "19700101",
+            },
+            {"PatientID": "PAT-2", "PatientName": "Roe^Richard"},
+        ]
+    ):
+        path = tmp_path / f"in{number}.dcm"
+        path.write_bytes(search_instance(**attributes))
+        paths.append(str(path))
+    with dimse_node(tmp_path, DICOM_SCP_TRUST_LOOPBACK="false") as node:
+        node.shell(SETUP)
+        stored = _dcmtk("storescu", "-aet", "CT1", "-aec", "DICOMSVC", "127.0.0.1", str(node.port), *paths)
+        assert stored.returncode == 0, stored.stderr
+
+        # PATIENT: a name matched case-insensitively with a wildcard; the patient's attributes and counts.
+        log, found = findscu(
+            node, tmp_path / "a", "CT1", "QueryRetrieveLevel=PATIENT", "PatientName=doe*", "PatientID",
+            "PatientBirthDate", "PatientSex", "NumberOfPatientRelatedStudies", "NumberOfPatientRelatedInstances",
+            model="-P",
+        )  # fmt: skip
+        assert final_status(log) == 0x0000, log
+        (patient,) = found
+        assert patient.QueryRetrieveLevel == "PATIENT" and patient.RetrieveAETitle == "DICOMSVC"
+        assert (patient.PatientID, str(patient.PatientName), patient.PatientBirthDate) == (
+            "PAT-1",
+            "Doe^Jane",
+            "19700101",
+        )
+        assert (patient.NumberOfPatientRelatedStudies, patient.NumberOfPatientRelatedInstances) == (1, 2)
+        assert "StudyInstanceUID" not in patient
+
+        # STUDY under the patient; without the Patient ID: 0xA900.
+        log, found = findscu(
+            node,
+            tmp_path / "b",
+            "CT1",
+            "QueryRetrieveLevel=STUDY",
+            "PatientID=PAT-1",
+            "StudyInstanceUID",
+            model="-P",
+        )
+        assert [(ds.PatientID, ds.StudyInstanceUID) for ds in found] == [("PAT-1", study)], log
+        log, found = findscu(
+            node, tmp_path / "c", "CT1", "QueryRetrieveLevel=STUDY", "StudyInstanceUID", model="-P"
+        )
+        assert found == [] and final_status(log) == 0xA900, log
+    assert "PAT-1" not in node.log.read_text() and "Doe^" not in node.log.read_text()
