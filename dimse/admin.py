@@ -53,6 +53,13 @@ class DestinationForm(forms.ModelForm):
         help_text="STOW-RS: the Authorization header sent (e.g. 'Bearer <token>'). Never shown again; "
         "leave empty to keep the current one.",
     )
+    url = forms.URLField(
+        label="base URL",
+        required=False,
+        assume_scheme="https",
+        max_length=Destination._meta.get_field("url").max_length,
+        help_text="STOW-RS: the DICOMweb root, e.g. https://host/dicomweb",
+    )
     clear_authorization = forms.BooleanField(required=False, help_text="remove the stored authorization")
 
     class Meta:
@@ -182,7 +189,11 @@ def send_to_destination(modeladmin: admin.ModelAdmin, request: HttpRequest, quer
         "title": "Send selected files to a destination",
         "opts": modeladmin.opts,
         "form": form,
-        "files": list(queryset.order_by("-created_at").only("id", "status", "anonymized", "modality")),
+        "files": list(
+            queryset.select_related(None)
+            .order_by("-created_at")
+            .only("id", "status", "anonymized", "modality")
+        ),
         "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
         "action_name": "send_to_destination",
     }
