@@ -6,6 +6,7 @@ the STOW-RS body, each in a thread on a loopback port.
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 from email.parser import BytesParser
@@ -215,6 +216,16 @@ def test_the_anonymize_job_completing_queues_the_derived_file(user, tmp_path, ar
         DicomFile.objects.get(pk=derived.id).sop_instance_uid
     ]
     assert not str(store_scp.received[0].PatientName).startswith(PATIENT_PREFIX)
+
+
+def test_a_bulk_run_queues_each_de_identified_output(user, tmp_path, archive):
+    ForwardingRule.objects.create(trigger=ForwardingRule.Trigger.DEIDENTIFIED, destination=archive)
+    originals = [_stored(user, tmp_path, anonymize=False, index=index) for index in range(3)]
+    call_command("anonymize_bulk", "--all", stdout=io.StringIO())
+    derived = set(DicomFile.objects.filter(source__in=originals).values_list("pk", flat=True))
+    assert len(derived) == 3
+    assert set(Transfer.objects.values_list("file_id", flat=True)) == derived
+    assert DBTaskResult.objects.filter(task_path=forwarding.FORWARD_TRANSFER).count() == 3
 
 
 # --- the job ------------------------------------------------------------------------------------
