@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import threading
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -18,6 +19,7 @@ from types import SimpleNamespace
 import pydicom
 import pytest
 from django.contrib.auth.models import Permission
+from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.db import transaction
 from django_tasks_db.models import DBTaskResult
@@ -294,6 +296,48 @@ def test_a_failing_send_is_retried_then_given_up_with_its_status(
     assert not row.success and row.status_code == 502
     assert row.reason.startswith("not sent to destination archive (C-STORE ARCHIVE)")
     assert "0xA700" in row.reason
+
+
+def test_a_failing_send_of_an_original_logs_and_audits_no_patient_value(
+    user, tmp_path, archive, store_scp, caplog
+):
+    caplog.set_level(logging.DEBUG)
+    store_scp.status = 0xC000
+    ForwardingRule.objects.create(
+        trigger=ForwardingRule.Trigger.RECEIVED, called_ae_title="DICOMSVC", destination=archive
+    )
+    original = _stored(user, tmp_path, anonymize=False, index=42, called_ae="DICOMSVC")
+    transfer = Transfer.objects.get()
+    with pytest.raises(forwarding.ForwardFailedError) as raised:
+        forwarding.run_transfer(transfer_id=transfer.pk)
+    forwarding.give_up_transfer(
+        transfer_id=transfer.pk, detail="gave up after 1 attempts: ForwardFailedError"
+    )
+    assert str(store_scp.received[0].PatientName) == f"{PATIENT_PREFIX}00042"  # the original went out
+    transfer.refresh_from_db()
+    texts = [
+        caplog.text,
+        str(raised.value),
+        transfer.detail,
+        *AuditLog.objects.values_list("reason", flat=True),
+    ]
+    for text in texts:
+        assert PATIENT_PREFIX not in text and "BULK-00042" not in text, text
+    assert "0xC000" in transfer.detail and transfer.status == Transfer.Status.FAILED
+    assert original.patient_id == "BULK-00042"
+
+
+def test_a_rule_names_one_of_our_ae_titles():
+    destination = Destination.objects.create(
+        name="web", kind=Destination.Kind.DICOMWEB, url="https://a.example/dicomweb"
+    )
+    rule = ForwardingRule(
+        trigger=ForwardingRule.Trigger.RECEIVED, called_ae_title="OTHER", destination=destination
+    )
+    with pytest.raises(ValidationError, match="one of this node's AE titles: DICOMSVC, DEID"):
+        rule.full_clean()
+    with pytest.raises(ValidationError, match="needs its base URL"):
+        Destination(name="x", kind=Destination.Kind.DICOMWEB).full_clean()
 
 
 def test_an_unreachable_destination_fails_the_attempt(user, tmp_path, settings):
