@@ -25,7 +25,7 @@ from django.db import transaction
 from django_tasks_db.models import DBTaskResult
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
@@ -39,7 +39,8 @@ from dicom.services.ingest import IngestRequest, ingest_file
 from dicom.tests.commands.conftest import PATIENT_PREFIX, write_instance
 from dicom.tests.conftest import free_port
 from dicom.tests.jobs import run_worker
-from dimse import forwarding, services
+from dicom.tests.services.dicom_builders import fresh_instance, part10_bytes
+from dimse import forwarding, scu, services
 from dimse.models import Destination, ForwardingRule, Transfer
 from dimse.tests.factories import ApplicationEntityFactory
 
@@ -54,11 +55,12 @@ WORKER = ("db_worker", "--batch", "--no-startup-delay", "--no-reload", "--interv
 @pytest.fixture
 def store_scp():
     """A C-STORE SCP (AE title ARCHIVE) on a free loopback port; ``status`` is what it answers."""
-    scp = SimpleNamespace(received=[], status=0x0000, calling=[])
+    scp = SimpleNamespace(received=[], status=0x0000, calling=[], syntaxes=[])
 
     def on_store(event):
         scp.received.append(event.dataset)
         scp.calling.append(event.assoc.requestor.ae_title)
+        scp.syntaxes.append(str(event.context.transfer_syntax))
         return scp.status
 
     ae = AE(ae_title="ARCHIVE")
@@ -256,6 +258,37 @@ def test_the_job_sends_once_even_when_run_twice(user, tmp_path, archive, store_s
         "C-STORE status 0x0000"
     )
     assert row.targets == [f"instance:{dicom_file.sop_instance_uid}"]
+
+
+def test_a_compressed_file_is_sent_in_its_own_transfer_syntax(user, tmp_path, archive, store_scp):
+    ForwardingRule.objects.create(
+        trigger=ForwardingRule.Trigger.RECEIVED, called_ae_title="DICOMSVC", destination=archive
+    )
+    ds = fresh_instance("SC_rgb_jpeg_dcmtk.dcm")
+    staged = tmp_path / "jpeg.dcm"
+    staged.write_bytes(part10_bytes(ds))
+    request = IngestRequest(
+        staged_path=staged,
+        sha256=None,
+        anonymize=False,
+        study_type="ct",
+        options=DeidOptions(),
+        called_ae="DICOMSVC",
+    )
+    ingest_file(request=request, actor=Actor(user=user))
+    assert forwarding.run_transfer(transfer_id=Transfer.objects.get().pk) == Transfer.Status.SENT
+    assert store_scp.syntaxes == [JPEGBaseline8Bit]
+    assert store_scp.received[0].PixelData == ds.PixelData
+
+
+def test_uncompressed_files_also_propose_the_little_endian_syntaxes():
+    assert scu.proposed_syntaxes(ExplicitVRBigEndian) == [
+        ExplicitVRBigEndian,
+        ExplicitVRLittleEndian,
+        ImplicitVRLittleEndian,
+    ]
+    assert scu.proposed_syntaxes(ImplicitVRLittleEndian) == [ImplicitVRLittleEndian, ExplicitVRLittleEndian]
+    assert scu.proposed_syntaxes(JPEGBaseline8Bit) == [JPEGBaseline8Bit]
 
 
 def test_a_warning_status_is_a_send(user, tmp_path, archive, store_scp):
