@@ -33,6 +33,7 @@ from rest_framework.test import APIClient
 from audit.models import AuditLog
 from audit.services import Actor
 from dicom.models import DicomFile
+from dicom.services import task_queue
 from dicom.services.anonymization import request_anonymization
 from dicom.services.deid import DeidOptions
 from dicom.services.ingest import IngestRequest, ingest_file
@@ -327,6 +328,8 @@ def test_a_failing_send_is_retried_then_given_up_with_its_status(
     )
     row = _job_rows().get()
     assert not row.success and row.status_code == 502
+    # The reaper gives up a job whose workers kept dying the same way (the handler every process knows).
+    assert task_queue.give_up_handler(forwarding.FORWARD_TRANSFER) is not None
     assert row.reason.startswith("not sent to destination archive (C-STORE ARCHIVE)")
     assert "0xA700" in row.reason
 
