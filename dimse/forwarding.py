@@ -232,8 +232,7 @@ def run_transfer(*, transfer_id: int) -> str:
         return Transfer.Status.FAILED
     try:
         with storage.open_stored(transfer.file.storage_key) as stored:
-            data = stored.read()
-        detail = _send(transfer.destination, data)
+            detail = _send(transfer.destination, stored)
     except (scu.SendError, OSError) as error:
         detail = (
             error.detail
@@ -356,13 +355,16 @@ def _refusal(transfer: Transfer) -> str:
     return ""
 
 
-def _send(destination: Destination, data: bytes) -> str:
-    """Send ``data``; what the peer answered (PHI-free), or ``SendError``."""
+def _send(destination: Destination, stored) -> str:
+    """Send the stored file ``stored`` (a storage ``File``); what the peer answered (PHI-free), or ``SendError``."""
     if destination.kind == Destination.Kind.DIMSE:
         entity = destination.application_entity
         status = scu.send_c_store(
-            data=data, target=scu.StoreTarget(ae_title=entity.ae_title, host=entity.host, port=entity.port)
+            source=stored,
+            target=scu.StoreTarget(ae_title=entity.ae_title, host=entity.host, port=entity.port),
         )
         return f"C-STORE status 0x{status:04X}"
-    status = stow_client.send_stow(data=data, url=destination.url, authorization=destination.authorization)
+    status = stow_client.send_stow(
+        source=stored, size=stored.size, url=destination.url, authorization=destination.authorization
+    )
     return f"STOW-RS HTTP {status}"

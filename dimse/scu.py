@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from io import BytesIO
+from typing import BinaryIO
 
 import pydicom
 from django.conf import settings
@@ -51,15 +51,15 @@ def proposed_syntaxes(transfer_syntax: str) -> list[str]:
     return [syntax, *(other for other in (ExplicitVRLittleEndian, ImplicitVRLittleEndian) if other != syntax)]
 
 
-def send_c_store(*, data: bytes, target: StoreTarget) -> int:
-    """C-STORE the Part 10 file ``data`` to ``target``; return the status (success or a warning).
+def send_c_store(*, source: BinaryIO, target: StoreTarget) -> int:
+    """C-STORE the Part 10 file read from ``source`` to ``target``; return the status (success or a warning).
 
     Raises ``SendError`` for a file pydicom cannot read, a connection refused or timed out, an
     association rejected or aborted, no response within ``DICOM_SCU_DIMSE_TIMEOUT_SECONDS``, or a
     failure status (its value in the detail).
     """
     try:
-        dataset = pydicom.dcmread(BytesIO(data))
+        dataset = pydicom.dcmread(source)
         sop_class = UID(str(dataset.SOPClassUID))
         syntax = str(dataset.file_meta.TransferSyntaxUID)
     except Exception:

@@ -1,7 +1,7 @@
 """Our STOW-RS sender (PS3.18 10.5): one stored file POSTed to a DICOMweb server's ``/studies``.
 
 Plain ``http.client`` (no new dependency): one request, ``multipart/related;
-type="application/dicom"`` with the stored bytes as its one part, ``Accept: application/dicom+json``,
+type="application/dicom"`` with the stored bytes as its one part, ``Accept: application/dicom+json``, the file streamed from storage,
 bounded by ``DICOM_STOW_TIMEOUT_SECONDS``. Success is 200, or 202 whose answer lists no failed
 instance; with a DICOM JSON answer, the Referenced SOP Sequence (0008,1199) must not be empty.
 Every other outcome is a ``SendError`` naming the HTTP status or the Failure Reason (0008,1197),
@@ -14,6 +14,8 @@ import http.client
 import json
 import ssl
 import uuid
+from collections.abc import Iterator
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -24,19 +26,27 @@ FAILED_SOP_SEQUENCE = "00081198"
 REFERENCED_SOP_SEQUENCE = "00081199"
 FAILURE_REASON = "00081197"
 MAX_ANSWER = 1024 * 1024
+CHUNK = 1024 * 1024
 
 
-def multipart_body(data: bytes, boundary: str) -> bytes:
-    """``data`` as the one ``application/dicom`` part of a ``multipart/related`` body."""
+def multipart_parts(boundary: str) -> tuple[bytes, bytes]:
+    """What goes before and after the one ``application/dicom`` part of a ``multipart/related`` body."""
     return (
-        f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
-        + data
-        + f"\r\n--{boundary}--\r\n".encode()
+        f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode(),
+        f"\r\n--{boundary}--\r\n".encode(),
     )
 
 
-def send_stow(*, data: bytes, url: str, authorization: str = "") -> int:
-    """POST the Part 10 file ``data`` to ``{url}/studies``; return the HTTP status (200 or 202).
+def _body(source: BinaryIO, head: bytes, tail: bytes) -> Iterator[bytes]:
+    yield head
+    while chunk := source.read(CHUNK):
+        yield chunk
+    yield tail
+
+
+def send_stow(*, source: BinaryIO, size: int, url: str, authorization: str = "") -> int:
+    """POST the Part 10 file ``source`` (``size`` bytes, read in chunks as it is sent, never held
+    whole) to ``{url}/studies``; return the HTTP status (200 or 202).
 
     Raises ``SendError`` for a bad URL, a connection that fails or times out, another status, or
     an answer that says the instance failed.
@@ -45,10 +55,10 @@ def send_stow(*, data: bytes, url: str, authorization: str = "") -> int:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise SendError("the destination's URL is not an http(s) URL")
     boundary = f"stow-{uuid.uuid4().hex}"
-    body = multipart_body(data, boundary)
+    head, tail = multipart_parts(boundary)
     headers = {
         "Content-Type": f'multipart/related; type="application/dicom"; boundary="{boundary}"',
-        "Content-Length": str(len(body)),
+        "Content-Length": str(len(head) + size + len(tail)),
         "Accept": "application/dicom+json",
     }
     if authorization:
@@ -62,7 +72,9 @@ def send_stow(*, data: bytes, url: str, authorization: str = "") -> int:
         conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
     where = f"STOW-RS to {parts.hostname}"
     try:
-        conn.request("POST", parts.path.rstrip("/") + "/studies", body=body, headers=headers)
+        conn.request(
+            "POST", parts.path.rstrip("/") + "/studies", body=_body(source, head, tail), headers=headers
+        )
         response = conn.getresponse()
         answer = response.read(MAX_ANSWER)
         status, media_type = response.status, response.getheader("Content-Type", "")
