@@ -93,6 +93,19 @@ class DestinationAdmin(admin.ModelAdmin):
     def authorization_set(self, obj: Destination) -> str:
         return "set" if obj.authorization else "—"
 
+    def get_fieldsets(self, request: HttpRequest, obj: Destination | None = None):
+        if self.has_change_permission(request, obj) or (obj is None and self.has_add_permission(request)):
+            return self.fieldsets
+        # A view-only page shows every field as text: the secret only as set or not.
+        return (
+            (None, {"fields": ("name", "kind", "enabled", "created_at")}),
+            ("DICOM AE (C-STORE)", {"fields": ("application_entity",)}),
+            ("DICOMweb (STOW-RS)", {"fields": ("url", "authorization_set")}),
+        )
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Destination | None = None):
+        return (*super().get_readonly_fields(request, obj), "authorization_set")
+
 
 @admin.register(ForwardingRule)
 class ForwardingRuleAdmin(admin.ModelAdmin):

@@ -616,3 +616,18 @@ def test_the_admin_never_shows_the_authorization_back(admin_client_):
     assert admin_client_.post(change, {**form, "clear_authorization": "on"}).status_code == 302
     web.refresh_from_db()
     assert web.authorization == ""
+
+
+def test_a_view_only_staff_user_sees_whether_an_authorization_is_set_not_its_value(client, django_user_model):
+    viewer = django_user_model.objects.create_user("viewer", password="viewer-password-123", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_destination"))
+    client.force_login(viewer)
+    web = Destination.objects.create(
+        name="research",
+        kind=Destination.Kind.DICOMWEB,
+        url="https://archive.example/dicomweb",
+        authorization="Bearer s3cret",
+    )
+    page = client.get(f"/admin/dimse/destination/{web.pk}/change/")
+    assert page.status_code == 200
+    assert b"s3cret" not in page.content and b"research" in page.content
