@@ -121,6 +121,10 @@ class Destination(models.Model):
         elif self.kind == self.Kind.DICOMWEB:
             if not self.url:
                 raise ValidationError({"url": "a DICOMweb destination needs its base URL"})
+            parts = urlsplit(self.url)
+            if parts.username or parts.password:
+                # The URL is shown in lists and pages; a credential belongs in the write-only field.
+                raise ValidationError({"url": "credentials go in the authorization field, not in the URL"})
             if self.application_entity_id is not None:
                 raise ValidationError(
                     {"application_entity": "a DICOMweb destination has no application entity"}

@@ -374,6 +374,10 @@ def test_a_rule_names_one_of_our_ae_titles():
         rule.full_clean()
     with pytest.raises(ValidationError, match="needs its base URL"):
         Destination(name="x", kind=Destination.Kind.DICOMWEB).full_clean()
+    with pytest.raises(ValidationError, match="credentials go in the authorization field"):
+        Destination(
+            name="x", kind=Destination.Kind.DICOMWEB, url="https://u:p@a.example/dicomweb"
+        ).full_clean()
 
 
 def test_an_unreachable_destination_fails_the_attempt(user, tmp_path, settings):
