@@ -306,6 +306,14 @@ if DICOM_SCP_PORT > 65535:
 # Embedded mode only: any calling AE title from a loopback address is accepted, acting as
 # DICOM_SYSTEM_USERNAME (a local storescu needs no registration). Never in production.
 DICOM_SCP_TRUST_LOOPBACK = env_bool("DICOM_SCP_TRUST_LOOPBACK", True) and not PRODUCTION
+# Forwarding (dimse.forwarding): the calling AE title of our C-STORE SCU, and the bounds of a send:
+# seconds to connect, for the association's negotiation and release (ACSE), and for each DIMSE
+# message and network read; a STOW-RS request's connect and read timeout.
+DICOM_SCU_AE_TITLE = env_str("DICOM_SCU_AE_TITLE") or DICOM_SCP_AE_TITLE
+DICOM_SCU_CONNECT_TIMEOUT_SECONDS = env_int("DICOM_SCU_CONNECT_TIMEOUT_SECONDS", 10, minimum=1)
+DICOM_SCU_ACSE_TIMEOUT_SECONDS = env_int("DICOM_SCU_ACSE_TIMEOUT_SECONDS", 30, minimum=1)
+DICOM_SCU_DIMSE_TIMEOUT_SECONDS = env_int("DICOM_SCU_DIMSE_TIMEOUT_SECONDS", 60, minimum=1)
+DICOM_STOW_TIMEOUT_SECONDS = env_int("DICOM_STOW_TIMEOUT_SECONDS", 60, minimum=1)
 DICOM_WORKER_POLL_MS = env_int("DICOM_WORKER_POLL_MS", 100, minimum=10)
 DICOM_WORKER_STALE_SECONDS = env_int("DICOM_WORKER_STALE_SECONDS", 30, minimum=2)
 # A job that raised is tried again after this many seconds times its attempt number.

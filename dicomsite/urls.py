@@ -10,6 +10,8 @@ urlpatterns = [
     re_path(r"^healthz/?$", health.healthz, name="healthz"),
     re_path(r"^readyz/?$", health.readyz, name="readyz"),
     path("api/dicom/", include("dicom.api.urls")),
+    # Forwarding: manual sends and their transfers (dimse.api).
+    path("api/dimse/", include("dimse.api")),
     path("dicomweb/", include("dicomweb.urls")),
     path("viewer/", include("dicomweb.viewer_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

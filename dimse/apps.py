@@ -5,3 +5,11 @@ class DimseConfig(AppConfig):
     name = "dimse"
     verbose_name = "DIMSE (DICOM network)"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # The forwarding rules hear of every stored file (dicom.services.events); the jobs, and
+        # with them the forwarding job's give-up handler, are known to every process.
+        from dicom.services import events
+        from dimse import forwarding, tasks  # noqa: F401
+
+        events.on_files_stored(forwarding.files_stored)

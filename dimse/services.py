@@ -274,6 +274,7 @@ def store_instance(
                 anonymize=peer.deidentify,
                 study_type="general",
                 options=deid_options() if peer.deidentify else DeidOptions(),
+                called_ae=peer.called_ae,
             )
             dicom_file = ingest_checked_file(request=request, actor=actor, check=check)
     except Exception as error:  # every failure is a status to the peer, already audited

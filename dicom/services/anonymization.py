@@ -17,7 +17,7 @@ from django.db import transaction
 from audit.models import AuditLog
 from audit.services import Actor, operation, record_event
 from dicom.models import DicomFile
-from dicom.services import storage, task_queue
+from dicom.services import events, storage, task_queue
 from dicom.services.deid import DeidOptions, deidentify_file
 from dicom.services.errors import DicomServiceError, FileNotReadyError
 from dicom.services.ingest import apply_header, validate_staged
@@ -150,6 +150,7 @@ def _produce(dicom_file: DicomFile, key: str) -> None:
             record_event(
                 actor=_job_actor(dicom_file), action=AuditLog.Action.JOB, success=True, file_id=dicom_file.id
             )
+            events.files_stored([dicom_file])
 
 
 def _fail(dicom_file: DicomFile, detail: str, *, report: dict | None = None) -> None:

@@ -40,7 +40,7 @@ from audit.models import AuditLog
 from audit.services import Actor, record_event, record_many
 from audit.services import entry as audit_entry
 from dicom.models import BulkItem, BulkRun, DicomFile
-from dicom.services import storage, task_queue
+from dicom.services import events, storage, task_queue
 from dicom.services.deid import DeidOptions, deidentify_file
 from dicom.services.errors import DicomServiceError
 from dicom.services.ingest import apply_header, validate_staged
@@ -560,6 +560,7 @@ def record_outcomes(*, run: BulkRun, actor: Actor, outcomes: list[Outcome]) -> i
             )
         _set_output_paths([item for item in items if item.output_path])
         record_many(audits)
+        events.files_stored(files)
     return len(items)
 
 

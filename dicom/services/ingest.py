@@ -21,7 +21,7 @@ from django.db import transaction
 from audit.models import AuditLog
 from audit.services import Actor, Operation, operation
 from dicom.models import DicomFile
-from dicom.services import storage
+from dicom.services import events, storage
 from dicom.services.deid import DeidOptions, deidentify_file
 from dicom.services.keys import deid_key
 from dicom.services.metadata import HEADER_TAGS, INDEX_ONLY, extract_metadata
@@ -40,6 +40,8 @@ class IngestRequest:
     anonymize: bool
     study_type: str
     options: DeidOptions
+    # The AE title of ours a C-STORE was received on (the forwarding rules' trigger); "" otherwise.
+    called_ae: str = ""
 
     @classmethod
     def of_upload(cls, *, staged_path: Path, sha256: str | None, fields: Mapping[str, Any]) -> IngestRequest:
@@ -143,6 +145,7 @@ def _ingest(
         with transaction.atomic():
             dicom_file.save(force_insert=True)
             op.succeed(file_id=dicom_file.id)
+            events.files_stored([dicom_file], called_ae=request.called_ae)
     except BaseException:
         if stored_key:
             storage.delete(stored_key)
