@@ -48,6 +48,7 @@ from pydicom.uid import (
     RLELossless,
 )
 from pynetdicom import AE, _config, evt
+from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.presentation import AllStoragePresentationContexts, build_context
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
@@ -255,8 +256,32 @@ def on_find(event):
         find.record_find(peer=peer, answer=answer, sent=sent, status=status)
     finally:
         connections.close_all()
+    if status == find.LIMIT_REACHED:
+        _drop_trailing_success(event.assoc, message_id=event.request.MessageID)
     logger.info("C-FIND from %s: 0x%04X after %s matches", peer.calling_ae, status, sent)
     yield _final(status, "")
+
+
+def _drop_trailing_success(assoc, *, message_id: int) -> None:
+    """pynetdicom's C-FIND SCP takes a warning (0xB001, the cap) for a response that is not the
+    last: it sends it, then a 0x0000 of its own when the handler ends. A peer takes the warning as
+    final (PS3.7 9.1.2: every status but pending is) and the stray 0x0000 as the answer to its next
+    C-FIND on the association, which then finds nothing. The next 0x0000 C-FIND response to
+    ``message_id`` is not sent."""
+    dimse = assoc.dimse
+    send = dimse.send_msg
+
+    def send_msg(primitive, context_id: int) -> None:
+        if (
+            isinstance(primitive, C_FIND)
+            and primitive.Status == find.SUCCESS
+            and primitive.MessageIDBeingRespondedTo == message_id
+        ):
+            dimse.send_msg = send
+            return
+        send(primitive, context_id)
+
+    dimse.send_msg = send_msg
 
 
 def _final(status: int, comment: str) -> tuple[Dataset, None]:

@@ -204,3 +204,37 @@ def test_find_patient_root(tmp_path):
         )
         assert found == [] and final_status(log) == 0xA900, log
     assert "PAT-1" not in node.log.read_text() and "Doe^" not in node.log.read_text()
+
+
+def test_a_capped_answer_ends_once_and_the_next_find_on_the_association_gets_its_own(tmp_path):
+    from pynetdicom import AE
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as FIND
+
+    study = generate_uid()
+    paths = []
+    for number in range(3):
+        path = tmp_path / f"in{number}.dcm"
+        path.write_bytes(search_instance(study_uid=study))
+        paths.append(str(path))
+    with dimse_node(tmp_path, DICOM_SCP_MAX_FIND_RESULTS="2") as node:
+        stored = _dcmtk("storescu", "-aec", "DICOMSVC", "127.0.0.1", str(node.port), *paths)
+        assert stored.returncode == 0, stored.stderr
+        ae = AE(ae_title="WS")
+        ae.add_requested_context(FIND)
+        assoc = ae.associate("127.0.0.1", node.port, ae_title="DICOMSVC")
+        assert assoc.is_established
+
+        def answers(level: str, **keys) -> list[int]:
+            query = pydicom.Dataset()
+            query.QueryRetrieveLevel = level
+            for keyword, value in keys.items():
+                setattr(query, keyword, value)
+            return [status.Status for status, _ in assoc.send_c_find(query, FIND)]
+
+        try:
+            for _ in range(2):  # capped: 2 matches then 0xB001, and nothing after it
+                assert answers("IMAGE", SOPInstanceUID="") == [0xFF00, 0xFF00, 0xB001]
+            assert answers("STUDY", StudyInstanceUID=study) == [0xFF00, 0x0000]
+        finally:
+            assoc.release()
+        assert "unexpected" not in node.log.read_text().lower()
