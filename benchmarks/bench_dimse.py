@@ -173,14 +173,19 @@ def pynetdicom_store(target: Target, instances: list[Instance], clients: int, *,
             assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         associations.append(assoc)
     statuses = [-1] * len(instances)
+    silences: list[str] = []
     next_file = itertools.count()
     ready = threading.Barrier(clients + 1)
 
     def run(assoc) -> None:
         ready.wait()
         message_id = itertools.count(1)
-        while (index := next(next_file)) < len(instances):
+        while assoc.is_established and (index := next(next_file)) < len(instances):
+            sent = time.perf_counter()
             statuses[index] = send_dataset(assoc, instances[index], next(message_id))
+            if statuses[index] == -1:
+                state = "still established" if assoc.is_established else "ended"
+                silences.append(f"no response in {time.perf_counter() - sent:.1f} s, association {state}")
 
     threads = [threading.Thread(target=run, args=(assoc,)) for assoc in associations]
     for thread in threads:
@@ -191,8 +196,11 @@ def pynetdicom_store(target: Target, instances: list[Instance], clients: int, *,
         thread.join()
     seconds = time.perf_counter() - start
     for assoc in associations:
-        assoc.release()
-    return outcome_of_statuses(statuses, seconds, clients)
+        if assoc.is_established:
+            assoc.release()
+    outcome = outcome_of_statuses(statuses, seconds, clients)
+    outcome.detail = "; ".join(silences[:2]) or outcome.detail
+    return outcome
 
 
 def storescu_store(target: Target, instances: list[Instance], clients: int, work: Path) -> Outcome:
