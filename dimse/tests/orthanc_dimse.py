@@ -112,16 +112,15 @@ def drive(orthanc: Rest, node: Node, strict: Node) -> dict:
     studies = {}
     for key in ("registered", "unknown"):
         patient = f"DIMSE-{generate_uid()[-8:]}"
-        held = {}
+        sent = {}
         for data in study_files(patient):
             instance = orthanc.json("POST", "/instances", data)["ID"]
-            _, stored = orthanc.call("GET", f"/instances/{instance}/file")
-            header = pydicom.dcmread(BytesIO(stored), stop_before_pixels=True)
-            held[str(header.SOPInstanceUID)] = hashlib.sha256(sent_dataset(stored)).hexdigest()
+            _, held = orthanc.call("GET", f"/instances/{instance}/file")
+            header = pydicom.dcmread(BytesIO(held), stop_before_pixels=True)
+            sent[str(header.SOPInstanceUID)] = hashlib.sha256(sent_dataset(held)).hexdigest()
         study = str(header.StudyInstanceUID)
-        orthanc_study = orthanc.json("POST", "/tools/lookup", study)[0]["ID"]
-        studies[key] = orthanc_study
-        report[key] = {"patient": patient, "study": study, "sent": held}
+        studies[key] = orthanc.json("POST", "/tools/lookup", study)[0]["ID"]
+        report[key] = {"patient": patient, "study": study, "sent": sent}
 
     store = {"Resources": [studies["registered"]], "Synchronous": True}
     report["store_svc"] = orthanc.json("POST", "/modalities/svc/store", store)
@@ -162,6 +161,7 @@ def drive(orthanc: Rest, node: Node, strict: Node) -> dict:
         "'study_instance_uid', 'series_instance_uid', 'sop_instance_uid', 'patient_id', 'modality',"
         " 'owner__username'))))"
     )
+    report["audit"] = node.audit()
     report["echo_svc"] = orthanc.call("POST", "/modalities/svc/echo", {})[0]
     report["echo_deid"] = orthanc.call("POST", "/modalities/deid/echo", {})[0]
 

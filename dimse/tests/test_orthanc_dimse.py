@@ -77,6 +77,16 @@ def test_an_unregistered_calling_ae_on_loopback_is_trusted_by_default(report):
     assert len(report["stored"]) == 9
 
 
+def test_each_store_is_audited_with_the_calling_and_called_ae_titles(report):
+    uploads = [row for row in report["audit"] if row["action"] == "upload"]
+    assert all(row["success"] for row in uploads)
+    assert sorted((row["reason"], row["username"]) for row in uploads) == sorted(
+        [("DIMSE C-STORE ORTHANCPEER -> DICOMSVC", "orthanc-peer")] * 3
+        + [("DIMSE C-STORE ORTHANCPEER -> DEID", "orthanc-peer")] * 3
+        + [("DIMSE C-STORE STRANGER -> DICOMSVC", "dicom-system")] * 3
+    )
+
+
 def test_orthanc_finds_the_study_and_its_series_as_our_database_holds_them(report):
     rows = [r for r in report["held"] if r["patient_id"] == report["registered"]["patient"]]
     assert {r["owner__username"] for r in rows} == {"orthanc-peer"}
