@@ -70,12 +70,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode
 
-from service import HERE, ROOT, free_port, running_service, wait_until_answers
+from service import HERE, ROOT, free_port, running_service
 
 sys.path.insert(0, str(HERE))
 from dicom.tests.multipart import CONTENT_TYPE, TAIL, multipart_head
+from dicom.tests.orthanc import ORTHANC
+from dicom.tests.orthanc import running_orthanc as launch_orthanc
 
-ORTHANC = "/usr/sbin/Orthanc"
 ORTHANC_JOBS_KEPT = 10
 # Set in the re-run inside the network namespace.
 IN_NAMESPACE = "COMPARE_ORTHANC_NETNS"
@@ -204,34 +205,11 @@ class Server:
 @contextmanager
 def running_orthanc(*, port: int) -> Iterator[Server]:
     """Orthanc on ``port`` with its own configuration and storage in a temporary directory."""
-    with tempfile.TemporaryDirectory(prefix="bench-orthanc-") as work:
-        config = {
-            "Name": "bench",
-            "StorageDirectory": f"{work}/storage",
-            "IndexDirectory": f"{work}/index",
-            "HttpPort": port,
-            "DicomServerEnabled": False,
-            "DicomPort": free_port(),
-            "Plugins": [],
-            "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False,
-        }
-        (Path(work) / "orthanc.json").write_text(json.dumps(config))
-        with open(Path(work) / "orthanc.log", "wb") as log:
-            process = subprocess.Popen(
-                [ORTHANC, f"{work}/orthanc.json"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        try:
-            wait_until_answers(port, "/system", alive=lambda: process.poll() is None)
-            if process.poll() is not None:
-                raise RuntimeError(f"Orthanc exited: {(Path(work) / 'orthanc.log').read_text()[-2000:]}")
-            yield Server("Orthanc", port, ours=False, roots=lambda: [process.pid])
-        finally:
-            process.terminate()
-            process.wait(timeout=60)
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-orthanc-") as work,
+        launch_orthanc(Path(work) / "bench", HttpPort=port) as orthanc,
+    ):
+        yield Server("Orthanc", port, ours=False, roots=lambda: [orthanc.process.pid])
 
 
 @contextmanager

@@ -12,12 +12,9 @@ asserts on it.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
-import subprocess
 import sys
 import tempfile
-import time
 from io import BytesIO
 from pathlib import Path
 
@@ -27,11 +24,9 @@ from pydicom.uid import generate_uid
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from dicom.tests.conftest import embedded_service, free_port  # noqa: E402
+from dicom.tests.conftest import embedded_service  # noqa: E402
+from dicom.tests.orthanc import DICOMWEB_PLUGIN, Rest, running_orthanc  # noqa: E402
 from dicom.tests.services.dicom_builders import fresh_instance, part10_bytes  # noqa: E402
-
-ORTHANC = "/usr/sbin/Orthanc"
-PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 
 
 def instances(patient_id: str) -> list[bytes]:
@@ -54,77 +49,25 @@ def zeroed(data: bytes) -> bytes:
     return bytes(128) + data[128:]
 
 
-class Rest:
-    def __init__(self, port: int, headers: dict | None = None) -> None:
-        self.port, self.headers = port, headers or {}
-
-    def call(self, method: str, path: str, body=None, headers=None) -> tuple[int, bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
-        if isinstance(body, dict | list):
-            body = json.dumps(body)
-        conn.request(method, path, body=body, headers={**self.headers, **(headers or {})})
-        response = conn.getresponse()
-        data = response.read()
-        conn.close()
-        return response.status, data
-
-    def answers(self, path: str) -> bool:
-        try:
-            self.call("GET", path)
-            return True
-        except OSError:
-            return False
-
-    def json(self, method: str, path: str, body=None):
-        status, data = self.call(method, path, body)
-        if status >= 300:
-            raise RuntimeError(f"{method} {path}: {status} {data[:300]!r}")
-        return json.loads(data) if data else None
-
-
 def run(work: Path) -> dict:
     with embedded_service(work / "service") as service:
-        port = free_port()
-        config = {
-            "Name": "peer",
-            "StorageDirectory": str(work / "orthanc" / "storage"),
-            "IndexDirectory": str(work / "orthanc" / "index"),
-            "HttpPort": port,
-            "DicomServerEnabled": False,
-            "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False,
-            "Plugins": [PLUGIN],
-            "DicomWeb": {
-                "Enable": True,
-                "Servers": {
-                    "svc": {
-                        "Url": f"http://127.0.0.1:{service.port}/dicomweb/",
-                        "HttpHeaders": {"Authorization": f"Token {service.token}"},
-                    }
-                },
+        dicomweb = {
+            "Enable": True,
+            "Servers": {
+                "svc": {
+                    "Url": f"http://127.0.0.1:{service.port}/dicomweb/",
+                    "HttpHeaders": {"Authorization": f"Token {service.token}"},
+                }
             },
         }
-        (work / "orthanc").mkdir()
-        (work / "orthanc.json").write_text(json.dumps(config))
-        log = open(work / "orthanc.log", "wb")  # noqa: SIM115
-        orthanc = subprocess.Popen(
-            [ORTHANC, str(work / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT
-        )
-        try:
-            rest = Rest(port)
-            deadline = time.monotonic() + 30
-            while not rest.answers("/system") and time.monotonic() < deadline:
-                time.sleep(0.2)
-            return drive(rest, Rest(service.port, {"Authorization": f"Token {service.token}"}))
-        except Exception:
-            # What each side said (synthetic data only), for the test's failure message.
-            sys.stderr.write((work / "orthanc.log").read_text(errors="replace")[-4000:])
-            sys.stderr.write(service.log.read_text(errors="replace")[-4000:])
-            raise
-        finally:
-            orthanc.terminate()
-            orthanc.wait(timeout=60)
-            log.close()
+        with running_orthanc(work / "orthanc", Plugins=[DICOMWEB_PLUGIN], DicomWeb=dicomweb) as orthanc:
+            try:
+                return drive(orthanc.rest, Rest(service.port, {"Authorization": f"Token {service.token}"}))
+            except Exception:
+                # What each side said (synthetic data only), for the test's failure message.
+                sys.stderr.write(orthanc.log_tail())
+                sys.stderr.write(service.log.read_text(errors="replace")[-4000:])
+                raise
 
 
 def drive(orthanc: Rest, ours: Rest) -> dict:

@@ -6,14 +6,13 @@ own with only loopback (``unshare -n``; root, or sudo). ``orthanc_peer.py`` driv
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from dicomweb.tests.orthanc_peer import ORTHANC, PLUGIN
+from dicom.tests.orthanc import DICOMWEB_PLUGIN, ORTHANC, namespace_command, namespace_unavailable
 
 pytestmark = pytest.mark.slow
 
@@ -22,17 +21,14 @@ HERE = Path(__file__).resolve().parent
 
 @pytest.fixture(scope="module")
 def report():
-    for needed in (ORTHANC, PLUGIN):
+    for needed in (ORTHANC, DICOMWEB_PLUGIN):
         if not os.path.exists(needed):
             pytest.fail(
                 f"{needed} is missing: install Debian's orthanc and orthanc-dicomweb (make test does)"
             )
-    command = ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", sys.executable]
-    command.append(str(HERE / "orthanc_peer.py"))
-    if os.geteuid() != 0:
-        if shutil.which("sudo") is None:
-            pytest.fail("a network namespace of its own needs root or sudo")
-        command = ["sudo", "--preserve-env", *command]
+    if reason := namespace_unavailable():
+        pytest.fail(reason)
+    command = namespace_command([sys.executable, str(HERE / "orthanc_peer.py")])
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DJANGO_SETTINGS_MODULE"}}
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
