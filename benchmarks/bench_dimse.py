@@ -82,7 +82,7 @@ from dicom.tests.orthanc import ORTHANC, namespace_command, namespace_unavailabl
 IN_NAMESPACE = "BENCH_DIMSE_NETNS"
 SCU_AET = "BENCHSCU"
 SUCCESS = 0x0000
-COLUMNS = ("DICOMSVC", "DEID", "SVC nodelay", "REST", "Orthanc")
+COLUMNS = ("DICOMSVC", "DEID", "REST", "Orthanc")
 OURS = COLUMNS[:-1]
 
 
@@ -386,31 +386,6 @@ class Bench:
 
 # --- main ---------------------------------------------------------------------------------------------
 
-# The node as it would be with TCP_NODELAY on the sockets it accepts (pynetdicom leaves Nagle's algorithm
-# on): loaded at start-up into that node's process only, through PYTHONPATH; the node's code is unchanged.
-NODELAY_PATCH = """
-import socket
-
-_accept = socket.socket.accept
-
-
-def _accept_without_nagle(self):
-    conn, address = _accept(self)
-    if conn.family in (socket.AF_INET, socket.AF_INET6):
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return conn, address
-
-
-socket.socket.accept = _accept_without_nagle
-"""
-
-
-def nodelay_patch(work: Path) -> str:
-    folder = work / "nodelay"
-    folder.mkdir()
-    (folder / "sitecustomize.py").write_text(NODELAY_PATCH)
-    return str(folder)
-
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
@@ -472,9 +447,6 @@ def main() -> None:
         work = Path(tmp)
         templates = build_templates(work)
         node = stack.enter_context(dimse_node(work / "node", **node_env))
-        patched = stack.enter_context(
-            dimse_node(work / "node-nodelay", **node_env, PYTHONPATH=nodelay_patch(work))
-        )
         rest = stack.enter_context(running_ours(database="sqlite", multipart=False))
         orthanc = stack.enter_context(
             running_orthanc(
@@ -482,13 +454,11 @@ def main() -> None:
             )
         )
         node_roots = lambda: [node.process.pid]  # noqa: E731
-        patched_roots = lambda: [patched.process.pid]  # noqa: E731
         orthanc_roots = lambda: [orthanc.process.pid]  # noqa: E731
         orthanc_http = Server("Orthanc", orthanc.http_port, ours=False, roots=orthanc_roots)
         dimse_targets = [
             Target("DICOMSVC", node.port, "DICOMSVC", node_roots),
             Target("DEID", node.port, "DEID", node_roots),
-            Target("SVC nodelay", patched.port, "DICOMSVC", patched_roots),
             Target("Orthanc", orthanc.dicom_port, "ORTHANC", orthanc_roots),
         ]
         targets = {
@@ -511,7 +481,6 @@ def main() -> None:
     print(bench.table())
     print(
         "instances/s: best of the rounds; Orthanc: its C-STORE SCP, for the http rows its REST POST /instances; "
-        "SVC nodelay: DICOMSVC on a second node with TCP_NODELAY on its accepted sockets (patched in at start-up); "
         "CPU ms: server CPU per instance over all rounds (DICOMSVC and DEID are one node process); busy %: all "
         "cores during the operation; others %: the part that was not this benchmark (other work on the machine). "
         f"CPU ticks are 1/{CLOCK_TICKS} s."

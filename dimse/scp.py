@@ -89,6 +89,16 @@ _ABORTING = "_dimse_aborting"
 P_DATA_TF = b"\x04"
 
 
+def no_delay(event) -> None:
+    """EVT_CONN_OPEN of an association we request (C-MOVE sub-operations, forwarding): the socket
+    with ``TCP_NODELAY``. pynetdicom never sets it, and a request's second PDU then waits for the
+    peer's delayed ACK: about 40 ms per message, a C-STORE SCU at some 20 instances/s."""
+    event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+REQUESTOR_HANDLERS = [(evt.EVT_CONN_OPEN, no_delay)]
+
+
 def build_ae(*, ae_title: str) -> AE:
     """The application entity: Verification, every storage SOP class (also as SCU, for C-GET),
     Study Root and Patient Root C-FIND, C-MOVE and C-GET, our bounds."""
@@ -331,7 +341,7 @@ def on_move(event):
         destination.port,
         {
             "contexts": plan.presentation_contexts(),
-            "evt_handlers": [(evt.EVT_DIMSE_RECV, outcomes.on_response)],
+            "evt_handlers": [(evt.EVT_DIMSE_RECV, outcomes.on_response), *REQUESTOR_HANDLERS],
         },
     )
     yield from _sub_operations(event, plan, outcomes)

@@ -20,6 +20,7 @@ from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, Implic
 from pynetdicom import AE
 
 from dicom.services.errors import DicomServiceError
+from dimse import scp
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,9 @@ def send_c_store(*, source: BinaryIO, target: StoreTarget) -> int:
     ae.network_timeout = settings.DICOM_SCU_DIMSE_TIMEOUT_SECONDS
     ae.add_requested_context(sop_class, proposed_syntaxes(syntax))
     where = f"{target.ae_title} at {target.host}:{target.port}"
-    assoc = ae.associate(target.host, target.port, ae_title=target.ae_title)
+    assoc = ae.associate(
+        target.host, target.port, ae_title=target.ae_title, evt_handlers=scp.REQUESTOR_HANDLERS
+    )
     try:
         if assoc.is_rejected:
             raise SendError(f"association with {where} rejected")
