@@ -103,3 +103,26 @@ def dimse_node(tmp_path: Path, **extra_env: str):
 
 def _dcmtk(tool: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([tool, *args], capture_output=True, text=True, timeout=60)
+
+
+@contextmanager
+def db_worker(node):
+    """``manage.py db_worker`` on the node's database (its environment)."""
+    log = open(node.log.parent / "worker.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        [PYTHON, "manage.py", "db_worker", "--no-reload", "--no-startup-delay", "--interval", "0.1"],
+        cwd=ROOT,
+        env=node.env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()

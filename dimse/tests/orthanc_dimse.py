@@ -14,8 +14,10 @@ studies to Orthanc, C-STORE the first to DICOMSVC and DEID as the registered AE 
 DICOMSVC as the unknown one (trusted: loopback), C-FIND at study and series level, C-ECHO, and the
 unknown AE to ``strict`` (rejected). Prints one JSON object of what it saw; the test asserts on it.
 
-Still to come here (others are building them): :func:`forwarded_to_orthanc` and
-:func:`retrieved_by_orthanc_with_c_move`.
+The node also runs a ``db_worker`` and forwards what it de-identifies to Orthanc (a destination on
+Orthanc's application entity, a "de-identified" rule): :func:`forwarded_to_orthanc` reads those
+files back through Orthanc's REST API. Then Orthanc deletes the first study and takes it back from
+DICOMSVC with C-MOVE to its own AE title (:func:`retrieved_by_orthanc_with_c_move`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import hashlib
 import json
 import sys
 import tempfile
+import time
 from io import BytesIO
 from pathlib import Path
 
@@ -35,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from dicom.tests.orthanc import Rest, free_port, running_orthanc  # noqa: E402
 from dicom.tests.services.dicom_builders import fresh_instance, part10_bytes  # noqa: E402
-from dimse.tests.conftest import Node, dimse_node  # noqa: E402
+from dimse.tests.conftest import Node, db_worker, dimse_node  # noqa: E402
 
 ORTHANC_AET = "ORTHANCPEER"
 UNKNOWN_AET = "STRANGER"
@@ -60,13 +63,18 @@ def study_files(patient_id: str) -> list[bytes]:
     return files
 
 
-def register(node: Node, *, orthanc_port: int) -> None:
-    """Orthanc's AE title as an application entity of ``node``, acting as its own account."""
+def register(node: Node, *, orthanc_port: int, forward: bool = False) -> None:
+    """Orthanc's AE title as an application entity of ``node``, acting as its own account; with
+    ``forward``, also a destination on it and a rule sending every de-identified file there."""
     node.shell(
-        "from django.contrib.auth.models import User; from dimse.models import ApplicationEntity;"
-        f"ApplicationEntity.objects.create(ae_title={ORTHANC_AET!r}, description='Orthanc peer',"
+        "from django.contrib.auth.models import User;"
+        "from dimse.models import ApplicationEntity, Destination, ForwardingRule\n"
+        f"entity = ApplicationEntity.objects.create(ae_title={ORTHANC_AET!r}, description='Orthanc peer',"
         f" host='127.0.0.1', port={orthanc_port}, account=User.objects.create_user({ACCOUNT!r}),"
-        " may_store=True, may_query=True, may_retrieve=True);"
+        " may_store=True, may_query=True, may_retrieve=True)\n"
+        f"if {forward!r}:\n"
+        "    destination = Destination.objects.create(name='orthanc', kind='dimse', application_entity=entity)\n"
+        "    ForwardingRule.objects.create(trigger='deidentified', destination=destination)\n"
         "print('null')"
     )
 
@@ -88,16 +96,19 @@ def run(work: Path) -> dict:
         dimse_node(work / "node") as node,
         dimse_node(work / "strict", DICOM_SCP_TRUST_LOOPBACK="false") as strict,
     ):
-        for each in (node, strict):
-            register(each, orthanc_port=orthanc_port)
-        with running_orthanc(
-            work / "orthanc",
-            DicomServerEnabled=True,
-            DicomAet=ORTHANC_AET,
-            DicomPort=orthanc_port,
-            DicomModalities=modalities(node, strict),
-            DicomScuTimeout=60,
-        ) as orthanc:
+        register(node, orthanc_port=orthanc_port, forward=True)
+        register(strict, orthanc_port=orthanc_port)
+        with (
+            db_worker(node),
+            running_orthanc(
+                work / "orthanc",
+                DicomServerEnabled=True,
+                DicomAet=ORTHANC_AET,
+                DicomPort=orthanc_port,
+                DicomModalities=modalities(node, strict),
+                DicomScuTimeout=60,
+            ) as orthanc,
+        ):
             try:
                 return drive(orthanc.rest, node, strict)
             except Exception:
@@ -161,6 +172,10 @@ def drive(orthanc: Rest, node: Node, strict: Node) -> dict:
         "'study_instance_uid', 'series_instance_uid', 'sop_instance_uid', 'patient_id', 'modality',"
         " 'owner__username'))))"
     )
+    report["forwarded"] = forwarded_to_orthanc(orthanc, node, originals)
+    report["moved"] = retrieved_by_orthanc_with_c_move(
+        orthanc, node, studies["registered"], report["registered"]
+    )
     report["audit"] = node.audit()
     report["echo_svc"] = orthanc.call("POST", "/modalities/svc/echo", {})[0]
     report["echo_deid"] = orthanc.call("POST", "/modalities/deid/echo", {})[0]
@@ -216,16 +231,70 @@ def query(orthanc: Rest, level: str, keys: dict) -> list[dict]:
     return orthanc.json("GET", f"/queries/{found['ID']}/answers?expand&simplify")
 
 
-def forwarded_to_orthanc(orthanc: Rest, node: Node) -> dict:
-    """To come with forwarding: Orthanc receives the de-identified files our node forwards, and its
-    REST API shows no patient data."""
-    raise NotImplementedError("forwarding is not built yet (issue 14)")
+def forwarded_to_orthanc(orthanc: Rest, node: Node, originals: tuple[str, ...]) -> dict:
+    """The de-identified files the node forwarded (its worker, by the rule), as Orthanc holds them:
+    found by their SOP Instance UIDs; which of the original patient data Orthanc's REST API shows
+    for them (their tags, their patient and study) or their bytes hold."""
+    wanted = [f["sop"] for f in node.files() if f["anonymized"]]
+    deadline = time.monotonic() + 90
+    found: dict[str, str] = {}
+    while len(found) < len(wanted) and time.monotonic() < deadline:
+        for sop in wanted:
+            if sop not in found:
+                hits = orthanc.json("POST", "/tools/lookup", sop)
+                if hits:
+                    found[sop] = hits[0]["ID"]
+        time.sleep(0.5)
+    shown = []
+    for instance in found.values():
+        tags = orthanc.json("GET", f"/instances/{instance}/simplified-tags")
+        patient = orthanc.json("GET", f"/instances/{instance}/patient")
+        study = orthanc.json("GET", f"/instances/{instance}/study")
+        _, data = orthanc.call("GET", f"/instances/{instance}/file")
+        text = json.dumps([tags, patient, study])
+        shown.append(
+            {
+                "sop": tags.get("SOPInstanceUID"),
+                "patient_id": tags.get("PatientID"),
+                "identity_removed": tags.get("PatientIdentityRemoved"),
+                "patient_data_in_rest": sorted(value for value in originals if value in text),
+                "patient_data_in_bytes": sorted(value for value in originals if value.encode() in data),
+            }
+        )
+    transfers = node.shell(
+        "import json; from dimse.models import Transfer;"
+        "print(json.dumps(list(Transfer.objects.order_by('pk').values('status', 'detail', 'trigger'))))"
+    )
+    return {"wanted": wanted, "found": sorted(found), "shown": shown, "transfers": transfers}
 
 
-def retrieved_by_orthanc_with_c_move(orthanc: Rest, node: Node) -> dict:
-    """To come with the C-MOVE SCP: Orthanc retrieves a study from us (``/modalities/svc/move``) to
-    its own AE title, registered with its host and port above."""
-    raise NotImplementedError("C-MOVE is not built yet (issue 14)")
+def retrieved_by_orthanc_with_c_move(orthanc: Rest, node: Node, study_id: str, sent: dict) -> dict:
+    """Orthanc deletes the study it sent to DICOMSVC, then takes it back from there with C-MOVE to
+    its own AE title (registered with its host and port): what it holds afterwards."""
+    orthanc.call("DELETE", f"/studies/{study_id}")
+    gone = orthanc.json("POST", "/tools/lookup", sent["study"])
+    status, body = orthanc.call(
+        "POST",
+        "/modalities/svc/move",
+        {
+            "Level": "Study",
+            "Resources": [{"StudyInstanceUID": sent["study"]}],
+            "TargetAet": ORTHANC_AET,
+            "Synchronous": True,
+        },
+    )
+    held = {}
+    for sop in sent["sent"]:
+        hits = orthanc.json("POST", "/tools/lookup", sop)
+        if hits:
+            _, data = orthanc.call("GET", f"/instances/{hits[0]['ID']}/file")
+            held[sop] = hashlib.sha256(sent_dataset(data)).hexdigest()
+    return {
+        "gone_before": gone == [],
+        "status": status,
+        "answer": body.decode(errors="replace")[:500],
+        "held": held,
+    }
 
 
 if __name__ == "__main__":

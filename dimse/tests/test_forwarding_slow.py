@@ -6,7 +6,6 @@ forwarding rule is created there through ``manage.py shell``. The archive is DCM
 """
 
 import json
-import signal
 import socket
 import subprocess
 import time
@@ -18,7 +17,7 @@ import pytest
 
 from dicom.tests.commands.conftest import PATIENT_PREFIX, write_instance
 from dicom.tests.conftest import ROOT, embedded_service, free_port
-from dimse.tests.conftest import PYTHON, _dcmtk, dimse_node
+from dimse.tests.conftest import PYTHON, _dcmtk, db_worker, dimse_node
 
 pytestmark = pytest.mark.slow
 
@@ -55,29 +54,6 @@ def storescp(directory: Path):
     finally:
         process.terminate()
         process.wait(timeout=10)
-        log.close()
-
-
-@contextmanager
-def db_worker(node):
-    """``manage.py db_worker`` on the node's database (its environment)."""
-    log = open(node.log.parent / "worker.log", "wb")  # noqa: SIM115
-    process = subprocess.Popen(
-        [PYTHON, "manage.py", "db_worker", "--no-reload", "--no-startup-delay", "--interval", "0.1"],
-        cwd=ROOT,
-        env=node.env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        yield process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
         log.close()
 
 

@@ -1,10 +1,9 @@
 """Orthanc as a DIMSE peer of ``manage.py dicom_scp``: C-STORE to DICOMSVC and DEID, C-FIND, C-ECHO,
-and an unknown calling AE title refused once loopback is not trusted.
+an unknown calling AE title refused once loopback is not trusted, the de-identified files forwarded
+to Orthanc (no patient data in its REST API), and a study Orthanc takes back with C-MOVE.
 
 Orthanc listens on every interface, so it runs with two nodes inside a network namespace of its own
 with only loopback (``unshare -n``; root, or sudo). ``orthanc_dimse.py`` drives it and reports.
-Forwarding to Orthanc and Orthanc's C-MOVE from us have their places there, to be filled when they
-exist.
 """
 
 import json
@@ -122,3 +121,30 @@ def test_an_unknown_calling_ae_is_rejected_without_loopback_trust_and_nothing_is
     assert report["strict_files"] == 0
     assert len(report["strict_log"]) == 2
     assert all("calling AE 'STRANGER') rejected" in line for line in report["strict_log"])
+
+
+def test_orthanc_receives_the_forwarded_de_identified_files_and_shows_no_patient_data(report):
+    forwarded = report["forwarded"]
+    assert len(forwarded["wanted"]) == 3 and forwarded["found"] == sorted(forwarded["wanted"])
+    assert [t["status"] for t in forwarded["transfers"]] == ["sent"] * 3
+    assert {t["trigger"] for t in forwarded["transfers"]} == {"deidentified"}
+    for shown in forwarded["shown"]:
+        assert shown["patient_data_in_rest"] == [] and shown["patient_data_in_bytes"] == []
+        assert shown["patient_id"] and shown["patient_id"] != report["registered"]["patient"]
+        assert shown["identity_removed"] == "YES"
+    jobs = [row for row in report["audit"] if row["action"] == "job"]
+    assert len(jobs) == 3 and all(row["success"] for row in jobs)
+    assert all(
+        row["reason"].startswith(f"sent to destination orthanc (C-STORE {'ORTHANCPEER'}") for row in jobs
+    )
+
+
+def test_orthanc_takes_a_study_back_with_c_move_as_we_hold_it(report):
+    moved = report["moved"]
+    assert moved["gone_before"], "Orthanc still had the study before the C-MOVE"
+    assert moved["status"] == 200, moved["answer"]
+    # Every instance is back, its dataset what Orthanc first sent (the node stored it as received).
+    assert moved["held"] == report["registered"]["sent"]
+    (row,) = [r for r in report["audit"] if r["action"] == "download"]
+    assert row["success"] and row["username"] == "orthanc-peer"
+    assert row["reason"].startswith("DIMSE C-MOVE ORTHANCPEER -> DICOMSVC to ORTHANCPEER: 0x0000 3 completed")
