@@ -13,6 +13,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from dicom.tests.conftest import ROOT, free_port
 
 PYTHON = sys.executable
@@ -126,3 +128,14 @@ def db_worker(node):
             process.kill()
             process.wait()
         log.close()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_forwarding_rules():
+    """Rules are read once per process every couple of seconds; a test's rules, rolled back with its
+    transaction (no delete signal), must not reach the next test's files."""
+    from dimse import forwarding  # here: orthanc_dimse.py imports this module without Django set up
+
+    forwarding.forget_rules()
+    yield
+    forwarding.forget_rules()
