@@ -1,7 +1,9 @@
 """The DIMSE node on the network (pynetdicom): C-ECHO, C-STORE, C-FIND, C-MOVE and C-GET SCP under our AE titles.
 
-Each association runs in its own thread (pynetdicom's), with its own database connection, closed
-after each handler so that no idle association holds one. The decisions live in
+Each association runs in its own thread (pynetdicom's), with its own database connection, kept
+from one message to the next (on SQLite a close is a WAL checkpoint, and a new connection costs
+more than the query) unless an error left it unusable, and closed when the association is
+released or aborted: at most ``DICOM_SCP_MAX_ASSOCIATIONS`` connections are held. The decisions live in
 ``dimse.services``; this module only maps them onto pynetdicom's events:
 
 - ``EVT_REQUESTED``: :func:`dimse.services.admit`; a refusal answers A-ASSOCIATE-RJ (permanent,
@@ -132,8 +134,27 @@ def build_ae(*, ae_title: str) -> AE:
     return ae
 
 
+def _drop_broken_connections() -> None:
+    """After a handler: this thread's database connections stay open for the association's next
+    message, but one an error left unusable (the database restarted) is closed."""
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is not None and conn.errors_occurred:
+            if conn.is_usable():
+                conn.errors_occurred = False
+            else:
+                conn.close()
+
+
+def on_association_end(event) -> None:
+    """EVT_RELEASED, EVT_ABORTED: the association's database connections closed (in its thread, the
+    reactor's, where both are triggered; a thread that ends otherwise drops them with its locals)."""
+    connections.close_all()
+
+
 def handlers() -> list[tuple]:
     return [
+        (evt.EVT_RELEASED, on_association_end),
+        (evt.EVT_ABORTED, on_association_end),
         (evt.EVT_REQUESTED, on_requested),
         (evt.EVT_C_ECHO, on_echo),
         (evt.EVT_C_STORE, on_store),
@@ -182,7 +203,7 @@ def on_requested(event) -> None:
         _reject(assoc, result=0x02, diagnostic=0x01)
         return
     finally:
-        connections.close_all()
+        _drop_broken_connections()
     if isinstance(outcome, services.Rejection):
         logger.warning(
             "association from %s (calling AE %r) rejected: %s",
@@ -197,6 +218,7 @@ def on_requested(event) -> None:
 
 def _reject(assoc, *, result: int, diagnostic: int) -> None:
     """A-ASSOCIATE-RJ from the service user (source 1), as pynetdicom's own rejections end."""
+    connections.close_all()  # no release or abort follows
     assoc.acse.send_reject(result, 0x01, diagnostic)
     evt.trigger(assoc, evt.EVT_REJECTED, {})
     assoc.kill()
@@ -219,7 +241,7 @@ def on_store(event) -> Dataset:
             transfer_syntax_uid=str(event.context.transfer_syntax),
         )
     finally:
-        connections.close_all()
+        _drop_broken_connections()
     answer = Dataset()
     answer.Status = status
     if comment:
@@ -247,7 +269,7 @@ def on_find(event):
             patient_root = event.request.AffectedSOPClassUID == PatientRootQueryRetrieveInformationModelFind
             answer = find.answer_find(peer=peer, identifier=identifier, patient_root=patient_root)
     finally:
-        connections.close_all()
+        _drop_broken_connections()
     if answer.status not in (find.SUCCESS, find.LIMIT_REACHED):
         logger.warning("C-FIND from %s refused: 0x%04X %s", peer.calling_ae, answer.status, answer.comment)
         yield _final(answer.status, answer.comment)
@@ -265,7 +287,7 @@ def on_find(event):
     try:
         find.record_find(peer=peer, answer=answer, sent=sent, status=status)
     finally:
-        connections.close_all()
+        _drop_broken_connections()
     if status == find.LIMIT_REACHED:
         _drop_trailing_success(event.assoc, message_id=event.request.MessageID)
     logger.info("C-FIND from %s: 0x%04X after %s matches", peer.calling_ae, status, sent)
@@ -323,7 +345,7 @@ def on_move(event):
             move_destination_title=event.move_destination or "",
         )
     finally:
-        connections.close_all()
+        _drop_broken_connections()
     if isinstance(plan, retrieve.Refusal):
         logger.warning("C-MOVE from %s refused: 0x%04X %s", peer.calling_ae, plan.status, plan.comment)
         if plan.destination is None:
@@ -357,7 +379,7 @@ def on_get(event):
             peer=peer, service="C-GET", identifier=_identifier(event), patient_root=patient_root
         )
     finally:
-        connections.close_all()
+        _drop_broken_connections()
     if isinstance(plan, retrieve.Refusal):
         logger.warning("C-GET from %s refused: 0x%04X %s", peer.calling_ae, plan.status, plan.comment)
         yield 1
@@ -383,7 +405,7 @@ def _sub_operations(event, plan: retrieve.RetrievePlan, outcomes: retrieve.SubOp
         try:
             status = retrieve.record_retrieve(plan=plan, outcomes=outcomes, **kwargs)
         finally:
-            connections.close_all()
+            _drop_broken_connections()
         completed, failed, warning = outcomes.counts()
         logger.info(
             "%s from %s: 0x%04X, %s completed, %s failed, %s warning",
