@@ -136,6 +136,34 @@ def _metadata_row(key: str, value: object, *, masked: bool) -> tuple[str, str, s
     return name, tag_text, text
 
 
+def selected_files_page(
+    modeladmin: admin.ModelAdmin,
+    request: HttpRequest,
+    queryset: QuerySet,
+    *,
+    title: str,
+    form,
+    action_name: str,
+    template: str,
+) -> TemplateResponse:
+    """The intermediate page of an action on selected DICOM files (a template extending
+    ``admin/dicom/dicomfile/selected_files_action.html``): its form, and the files it will act on."""
+    context = {
+        **modeladmin.admin_site.each_context(request),
+        "title": title,
+        "opts": modeladmin.opts,
+        "form": form,
+        "files": list(
+            queryset.select_related(None)
+            .order_by("-created_at")
+            .only("id", "status", "anonymized", "modality")
+        ),
+        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        "action_name": action_name,
+    }
+    return TemplateResponse(request, template, context)
+
+
 @admin.register(DicomFile)
 class DicomFileAdmin(admin.ModelAdmin):
     """Files: browse, look at one, download it (audited), and anonymize a selection in the background."""
@@ -310,20 +338,15 @@ class DicomFileAdmin(admin.ModelAdmin):
                 text += f" Skipped {skipped} not completed (processing or failed)."
             self.message_user(request, text, messages.SUCCESS if queued else messages.WARNING)
             return None
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "Anonymize selected files",
-            "opts": self.opts,
-            "form": form,
-            "files": list(
-                queryset.select_related(None)
-                .order_by("-created_at")
-                .only("id", "status", "anonymized", "modality")
-            ),
-            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-            "action_name": "anonymize_selected",
-        }
-        return TemplateResponse(request, "admin/dicom/dicomfile/anonymize_selected.html", context)
+        return selected_files_page(
+            self,
+            request,
+            queryset,
+            title="Anonymize selected files",
+            form=form,
+            action_name="anonymize_selected",
+            template="admin/dicom/dicomfile/anonymize_selected.html",
+        )
 
     def _anonymize(self, request: HttpRequest, queryset: QuerySet, options) -> tuple[int, int]:
         actor = Actor(user=request.user, client_address=client_address(request))

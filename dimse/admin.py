@@ -4,13 +4,11 @@ reads or writes. The destinations' authorization header is write-only. DicomFile
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin import helpers
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.template.response import TemplateResponse
 
 from audit.services import Actor
-from dicom.admin import DicomFileAdmin
+from dicom.admin import DicomFileAdmin, selected_files_page
 from dicom.responses import client_address
 from dicom.services.errors import DicomServiceError
 from dimse import forwarding
@@ -197,20 +195,15 @@ def send_to_destination(modeladmin: admin.ModelAdmin, request: HttpRequest, quer
             messages.SUCCESS,
         )
         return None
-    context = {
-        **modeladmin.admin_site.each_context(request),
-        "title": "Send selected files to a destination",
-        "opts": modeladmin.opts,
-        "form": form,
-        "files": list(
-            queryset.select_related(None)
-            .order_by("-created_at")
-            .only("id", "status", "anonymized", "modality")
-        ),
-        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-        "action_name": "send_to_destination",
-    }
-    return TemplateResponse(request, "admin/dimse/send_to_destination.html", context)
+    return selected_files_page(
+        modeladmin,
+        request,
+        queryset,
+        title="Send selected files to a destination",
+        form=form,
+        action_name="send_to_destination",
+        template="admin/dimse/send_to_destination.html",
+    )
 
 
 # The files' admin is the dicom app's; the action is this app's (dicom imports nothing of dimse).

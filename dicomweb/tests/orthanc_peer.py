@@ -26,22 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from dicom.tests.conftest import embedded_service  # noqa: E402
 from dicom.tests.orthanc import DICOMWEB_PLUGIN, Rest, running_orthanc  # noqa: E402
-from dicom.tests.services.dicom_builders import fresh_instance, part10_bytes  # noqa: E402
-
-
-def instances(patient_id: str) -> list[bytes]:
-    """Three files of one study in two series (CT_small twice, MR_small once), fresh UIDs."""
-    study, ct_series, mr_series = generate_uid(), generate_uid(), generate_uid()
-    files = []
-    for name, series in (
-        ("CT_small.dcm", ct_series),
-        ("CT_small.dcm", ct_series),
-        ("MR_small.dcm", mr_series),
-    ):
-        ds = fresh_instance(name, study=study, series=series)
-        ds.PatientID, ds.PatientName = patient_id, "PEER^ORTHANC"
-        files.append(part10_bytes(ds))
-    return files
+from dicom.tests.services.dicom_builders import two_series_study  # noqa: E402
 
 
 def zeroed(data: bytes) -> bytes:
@@ -72,7 +57,7 @@ def run(work: Path) -> dict:
 
 def drive(orthanc: Rest, ours: Rest) -> dict:
     patient = f"PEER-{generate_uid()[-8:]}"
-    files = instances(patient)
+    files = two_series_study(PatientID=patient, PatientName="PEER^ORTHANC")
     metas = [dcmread(BytesIO(data), stop_before_pixels=True) for data in files]
     study = metas[0].StudyInstanceUID
     by_sop = {

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from dicom.tests.orthanc import Rest, free_port, running_orthanc  # noqa: E402
-from dicom.tests.services.dicom_builders import fresh_instance, part10_bytes  # noqa: E402
+from dicom.tests.services.dicom_builders import two_series_study  # noqa: E402
 from dimse.tests.conftest import Node, db_worker, dimse_node  # noqa: E402
 
 ORTHANC_AET = "ORTHANCPEER"
@@ -45,22 +45,6 @@ UNKNOWN_AET = "STRANGER"
 ACCOUNT = "orthanc-peer"
 PATIENT_NAME = "PEER^DIMSE"
 BIRTH_DATE = "19230405"
-
-
-def study_files(patient_id: str) -> list[bytes]:
-    """Three files of one study in two series (CT_small twice, MR_small once): fresh UIDs, the
-    patient's ID, name and birth date."""
-    study, ct_series, mr_series = generate_uid(), generate_uid(), generate_uid()
-    files = []
-    for name, series in (
-        ("CT_small.dcm", ct_series),
-        ("CT_small.dcm", ct_series),
-        ("MR_small.dcm", mr_series),
-    ):
-        ds = fresh_instance(name, study=study, series=series)
-        ds.PatientID, ds.PatientName, ds.PatientBirthDate = patient_id, PATIENT_NAME, BIRTH_DATE
-        files.append(part10_bytes(ds))
-    return files
 
 
 def register(node: Node, *, orthanc_port: int, forward: bool = False) -> None:
@@ -124,7 +108,9 @@ def drive(orthanc: Rest, node: Node, strict: Node) -> dict:
     for key in ("registered", "unknown"):
         patient = f"DIMSE-{generate_uid()[-8:]}"
         sent = {}
-        for data in study_files(patient):
+        for data in two_series_study(
+            PatientID=patient, PatientName=PATIENT_NAME, PatientBirthDate=BIRTH_DATE
+        ):
             instance = orthanc.json("POST", "/instances", data)["ID"]
             _, held = orthanc.call("GET", f"/instances/{instance}/file")
             header = pydicom.dcmread(BytesIO(held), stop_before_pixels=True)

@@ -1,25 +1,16 @@
 """C-FIND without the network: identifier -> search, match -> response identifier, access, audit."""
 
 import pytest
-from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from audit.models import AuditLog
 from dicom.services.search import INSTANCE, SERIES, STUDY, Match
+from dicom.tests.services.dicom_builders import query_identifier as identifier
 from dicom.tests.services.dicom_builders import search_instance
 from dimse import find, services
 from dimse.tests.factories import ApplicationEntityFactory
 
 pytestmark = pytest.mark.django_db
-
-
-def identifier(level: str | None = "STUDY", **keys) -> Dataset:
-    ds = Dataset()
-    if level is not None:
-        ds.QueryRetrieveLevel = level
-    for keyword, value in keys.items():
-        setattr(ds, keyword, value)
-    return ds
 
 
 # --- identifier -> search -----------------------------------------------------------------------

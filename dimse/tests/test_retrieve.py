@@ -9,20 +9,12 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossl
 from audit.models import AuditLog
 from dicom.models import DicomFile
 from dicom.services.search import INSTANCE, SERIES, STUDY
+from dicom.tests.services.dicom_builders import query_identifier as identifier
 from dicom.tests.services.dicom_builders import search_instance
 from dimse import retrieve, services
 from dimse.tests.factories import ApplicationEntityFactory
 
 pytestmark = pytest.mark.django_db
-
-
-def identifier(level: str | None, **keys) -> Dataset:
-    ds = Dataset()
-    if level is not None:
-        ds.QueryRetrieveLevel = level
-    for keyword, value in keys.items():
-        setattr(ds, keyword, value)
-    return ds
 
 
 def store(client, anonymize: bool = False, **attributes) -> DicomFile:

@@ -523,3 +523,33 @@ def search_instance(*, study_uid: str | None = None, series_uid: str | None = No
     for keyword, value in attributes.items():
         setattr(ds, keyword, value)
     return part10_bytes(ds)
+
+
+def two_series_study(**attributes) -> list[bytes]:
+    """Three files of one fresh study in two series (CT_small twice, MR_small once), as Part 10
+    bytes, with ``attributes`` set by keyword on each (``PatientID=...``): a peer's study."""
+    study, ct_series, mr_series = generate_uid(), generate_uid(), generate_uid()
+    files = []
+    for name, series in (
+        ("CT_small.dcm", ct_series),
+        ("CT_small.dcm", ct_series),
+        ("MR_small.dcm", mr_series),
+    ):
+        ds = fresh_instance(name, study=study, series=series)
+        for keyword, value in attributes.items():
+            setattr(ds, keyword, value)
+        files.append(part10_bytes(ds))
+    return files
+
+
+def query_identifier(level: str | None = "STUDY", **keys):
+    """A C-FIND / C-MOVE / C-GET identifier: ``QueryRetrieveLevel`` (none if ``level`` is None) and
+    ``keys`` by keyword (an empty value is a return key)."""
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    if level is not None:
+        ds.QueryRetrieveLevel = level
+    for keyword, value in keys.items():
+        setattr(ds, keyword, value)
+    return ds
