@@ -300,6 +300,7 @@ def test_a_warning_status_is_a_send(user, tmp_path, archive, store_scp):
     assert Transfer.objects.get().detail == "C-STORE status 0xB000"
 
 
+@pytest.mark.django_db(transaction=True)  # the real worker closes connections between looks
 def test_a_failing_send_is_retried_then_given_up_with_its_status(
     user, tmp_path, archive, store_scp, settings
 ):
