@@ -18,6 +18,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,6 +52,26 @@ def namespace_command(argv: list[str]) -> list[str]:
     if os.geteuid() != 0:
         command = ["sudo", "--preserve-env", *command]
     return command
+
+
+def report_of(script: Path, *, needs: tuple[str, ...] = (ORTHANC,)) -> dict:
+    """Run ``script`` (a driver printing one JSON object last) in a loopback-only namespace, as the
+    Orthanc peer tests do, without the suite's database settings; the object. ``pytest.fail`` when
+    a file in ``needs`` or the namespace is missing: ``make test`` installs them."""
+    import pytest  # only the tests call this; the drivers import this module without pytest's fixtures
+
+    for needed in needs:
+        if not os.path.exists(needed):
+            pytest.fail(
+                f"{needed} is missing: install Debian's orthanc and orthanc-dicomweb (make test does)"
+            )
+    if reason := namespace_unavailable():
+        pytest.fail(reason)
+    command = namespace_command([sys.executable, str(script)])
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DJANGO_SETTINGS_MODULE"}}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 class Rest:

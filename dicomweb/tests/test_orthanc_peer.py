@@ -4,15 +4,11 @@ Orthanc listens on every interface, so it runs with the service inside a network
 own with only loopback (``unshare -n``; root, or sudo). ``orthanc_peer.py`` drives it and reports.
 """
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from dicom.tests.orthanc import DICOMWEB_PLUGIN, ORTHANC, namespace_command, namespace_unavailable
+from dicom.tests.orthanc import DICOMWEB_PLUGIN, ORTHANC, report_of
 
 pytestmark = pytest.mark.slow
 
@@ -21,18 +17,7 @@ HERE = Path(__file__).resolve().parent
 
 @pytest.fixture(scope="module")
 def report():
-    for needed in (ORTHANC, DICOMWEB_PLUGIN):
-        if not os.path.exists(needed):
-            pytest.fail(
-                f"{needed} is missing: install Debian's orthanc and orthanc-dicomweb (make test does)"
-            )
-    if reason := namespace_unavailable():
-        pytest.fail(reason)
-    command = namespace_command([sys.executable, str(HERE / "orthanc_peer.py")])
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DJANGO_SETTINGS_MODULE"}}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return report_of(HERE / "orthanc_peer.py", needs=(ORTHANC, DICOMWEB_PLUGIN))
 
 
 def _uids(items, tag: str) -> list[str]:

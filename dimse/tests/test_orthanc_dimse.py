@@ -6,15 +6,11 @@ Orthanc listens on every interface, so it runs with two nodes inside a network n
 with only loopback (``unshare -n``; root, or sudo). ``orthanc_dimse.py`` drives it and reports.
 """
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from dicom.tests.orthanc import ORTHANC, namespace_command, namespace_unavailable
+from dicom.tests.orthanc import report_of
 
 pytestmark = pytest.mark.slow
 
@@ -23,15 +19,7 @@ HERE = Path(__file__).resolve().parent
 
 @pytest.fixture(scope="module")
 def report():
-    if not os.path.exists(ORTHANC):
-        pytest.skip(f"{ORTHANC} is missing: install Debian's orthanc (make test does)")
-    if reason := namespace_unavailable():
-        pytest.skip(reason)
-    command = namespace_command([sys.executable, str(HERE / "orthanc_dimse.py")])
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DJANGO_SETTINGS_MODULE"}}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return report_of(HERE / "orthanc_dimse.py")
 
 
 def _stored(report, *, owner: str, anonymized: bool) -> list[dict]:
