@@ -238,3 +238,38 @@ def test_a_capped_answer_ends_once_and_the_next_find_on_the_association_gets_its
         finally:
             assoc.release()
         assert "unexpected" not in node.log.read_text().lower()
+
+
+def test_a_c_cancel_stops_the_matches_with_0xfe00(tmp_path):
+    from pynetdicom import AE
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as FIND
+
+    study = generate_uid()
+    paths = []
+    for number in range(300):
+        path = tmp_path / f"in{number}.dcm"
+        path.write_bytes(search_instance(study_uid=study))
+        paths.append(str(path))
+    with dimse_node(tmp_path) as node:
+        stored = _dcmtk("storescu", "-aec", "DICOMSVC", "127.0.0.1", str(node.port), *paths)
+        assert stored.returncode == 0, stored.stderr
+        ae = AE(ae_title="WS")
+        ae.add_requested_context(FIND)
+        assoc = ae.associate("127.0.0.1", node.port, ae_title="DICOMSVC")
+        assert assoc.is_established
+        query = pydicom.Dataset()
+        query.QueryRetrieveLevel = "IMAGE"
+        query.StudyInstanceUID = study
+        query.SOPInstanceUID = ""
+        statuses = []
+        try:
+            for status, _ in assoc.send_c_find(query, FIND, msg_id=7):
+                statuses.append(status.Status)
+                if len(statuses) == 1:
+                    assoc.send_c_cancel(7, assoc.accepted_contexts[0].context_id)
+        finally:
+            assoc.release()
+        assert statuses[-1] == 0xFE00, statuses[-3:]
+        assert 1 <= statuses.count(0xFF00) < 300
+        (row,) = [r for r in node.audit() if r["action"] == "search"]
+        assert row["reason"].endswith(f"0xFE00 {statuses.count(0xFF00)} matches")
