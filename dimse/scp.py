@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 
 from django.conf import settings
 from django.db import connections
@@ -276,6 +277,8 @@ def on_find(event):
         return
     sent, status = 0, answer.status
     for dataset in answer.identifiers:
+        if sent and sent % LISTEN_EVERY == 0:
+            _let_the_peer_speak(event.assoc)
         if event.is_cancelled:
             status = find.CANCELLED
             break
@@ -292,6 +295,21 @@ def on_find(event):
         _drop_trailing_success(event.assoc, message_id=event.request.MessageID)
     logger.info("C-FIND from %s: 0x%04X after %s matches", peer.calling_ae, status, sent)
     yield _final(status, "")
+
+
+# Every this many pending responses, the peer's messages are read (a C-CANCEL among them).
+LISTEN_EVERY = 32
+
+
+def _let_the_peer_speak(assoc, *, seconds: float = 2.0) -> None:
+    """Wait until pynetdicom's DUL has sent what is queued, and a moment more: it reads from the
+    peer only when it has nothing to send, so on a busy machine a C-CANCEL was read only after the
+    last match had gone out (the fresh-clone run's failure of the C-CANCEL test)."""
+    queued = assoc.dul.to_provider_queue
+    deadline = time.monotonic() + seconds
+    while not queued.empty() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    time.sleep(0.002)  # one turn of the DUL's loop, which then looks at the socket
 
 
 def _drop_trailing_success(assoc, *, message_id: int) -> None:
