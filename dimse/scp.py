@@ -259,10 +259,7 @@ def on_find(event):
     peer: services.Peer = getattr(event.assoc, _PEER)
     setattr(event.assoc, _RECEIVED, 0)
     try:
-        try:
-            identifier = event.identifier
-        except Exception:
-            identifier = None
+        identifier = _identifier(event)
         if identifier is None:
             answer = find.FindAnswer(status=find.UNABLE_TO_PROCESS, comment="identifier cannot be decoded")
             logger.warning("C-FIND from %s: identifier cannot be decoded", peer.calling_ae)

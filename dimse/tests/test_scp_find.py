@@ -6,8 +6,10 @@ from pathlib import Path
 import pydicom
 import pytest
 from pydicom.uid import generate_uid
+from pynetdicom import AE
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as FIND
 
-from dicom.tests.services.dicom_builders import search_instance
+from dicom.tests.services.dicom_builders import query_identifier, search_instance
 from dimse.tests.conftest import Node, _dcmtk, dimse_node
 
 pytestmark = pytest.mark.slow
@@ -206,30 +208,35 @@ def test_find_patient_root(tmp_path):
     assert "PAT-1" not in node.log.read_text() and "Doe^" not in node.log.read_text()
 
 
-def test_a_capped_answer_ends_once_and_the_next_find_on_the_association_gets_its_own(tmp_path):
-    from pynetdicom import AE
-    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as FIND
-
+def _store_study(node: Node, tmp_path: Path, count: int) -> str:
+    """``count`` instances of one new study stored on ``node`` with storescu; the study's UID."""
     study = generate_uid()
     paths = []
-    for number in range(3):
+    for number in range(count):
         path = tmp_path / f"in{number}.dcm"
         path.write_bytes(search_instance(study_uid=study))
         paths.append(str(path))
+    stored = _dcmtk("storescu", "-aec", "DICOMSVC", "127.0.0.1", str(node.port), *paths)
+    assert stored.returncode == 0, stored.stderr
+    return study
+
+
+def _find_association(node: Node):
+    """A pynetdicom association to ``node`` for Study Root C-FIND (loopback: the system account)."""
+    ae = AE(ae_title="WS")
+    ae.add_requested_context(FIND)
+    assoc = ae.associate("127.0.0.1", node.port, ae_title="DICOMSVC")
+    assert assoc.is_established
+    return assoc
+
+
+def test_a_capped_answer_ends_once_and_the_next_find_on_the_association_gets_its_own(tmp_path):
     with dimse_node(tmp_path, DICOM_SCP_MAX_FIND_RESULTS="2") as node:
-        stored = _dcmtk("storescu", "-aec", "DICOMSVC", "127.0.0.1", str(node.port), *paths)
-        assert stored.returncode == 0, stored.stderr
-        ae = AE(ae_title="WS")
-        ae.add_requested_context(FIND)
-        assoc = ae.associate("127.0.0.1", node.port, ae_title="DICOMSVC")
-        assert assoc.is_established
+        study = _store_study(node, tmp_path, 3)
+        assoc = _find_association(node)
 
         def answers(level: str, **keys) -> list[int]:
-            query = pydicom.Dataset()
-            query.QueryRetrieveLevel = level
-            for keyword, value in keys.items():
-                setattr(query, keyword, value)
-            return [status.Status for status, _ in assoc.send_c_find(query, FIND)]
+            return [status.Status for status, _ in assoc.send_c_find(query_identifier(level, **keys), FIND)]
 
         try:
             for _ in range(2):  # capped: 2 matches then 0xB001, and nothing after it
@@ -241,26 +248,10 @@ def test_a_capped_answer_ends_once_and_the_next_find_on_the_association_gets_its
 
 
 def test_a_c_cancel_stops_the_matches_with_0xfe00(tmp_path):
-    from pynetdicom import AE
-    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as FIND
-
-    study = generate_uid()
-    paths = []
-    for number in range(300):
-        path = tmp_path / f"in{number}.dcm"
-        path.write_bytes(search_instance(study_uid=study))
-        paths.append(str(path))
     with dimse_node(tmp_path) as node:
-        stored = _dcmtk("storescu", "-aec", "DICOMSVC", "127.0.0.1", str(node.port), *paths)
-        assert stored.returncode == 0, stored.stderr
-        ae = AE(ae_title="WS")
-        ae.add_requested_context(FIND)
-        assoc = ae.associate("127.0.0.1", node.port, ae_title="DICOMSVC")
-        assert assoc.is_established
-        query = pydicom.Dataset()
-        query.QueryRetrieveLevel = "IMAGE"
-        query.StudyInstanceUID = study
-        query.SOPInstanceUID = ""
+        study = _store_study(node, tmp_path, 300)
+        assoc = _find_association(node)
+        query = query_identifier("IMAGE", StudyInstanceUID=study, SOPInstanceUID="")
         statuses = []
         try:
             for status, _ in assoc.send_c_find(query, FIND, msg_id=7):
