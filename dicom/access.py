@@ -51,6 +51,31 @@ def visible_files(user: AbstractBaseUser) -> QuerySet[DicomFile]:
     return files.filter(Q(owner=user) | Q(source__in=own) | Q(source__in=derived))
 
 
+def visible_file(user: AbstractBaseUser, pk) -> DicomFile | None:
+    """The file ``pk`` if ``user`` may see it, else None: :func:`visible_files` for one row.
+
+    The same rule, asked cheaply where it is plain: the file is read by its primary key, and staff
+    (who see every file) or its owner (the rule's first clause) have it at once. Anyone else gets
+    the answer of :func:`visible_files` itself, so no second copy of the rule exists here. One
+    primary-key read costs a third of the rule's query with its two subqueries. An anonymous user
+    sees nothing.
+    """
+    if not getattr(user, "is_authenticated", False):
+        return None
+    try:
+        dicom_file = DicomFile.objects.get(pk=pk)
+    except DicomFile.DoesNotExist:
+        return None
+    if getattr(user, "is_staff", False) or (
+        dicom_file.owner_id is not None and dicom_file.owner_id == getattr(user, "pk", None)
+    ):
+        return dicom_file
+    try:
+        return visible_files(user).get(pk=pk)
+    except DicomFile.DoesNotExist:
+        return None
+
+
 def may_see_patient_data(user: AbstractBaseUser, dicom_file: DicomFile) -> bool:
     """Whether ``user`` (who can see the file) may see its patient data, image and bytes."""
     if dicom_file.anonymized or not getattr(user, "is_staff", False):

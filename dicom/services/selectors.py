@@ -26,7 +26,7 @@ def parse_file_id(raw: str) -> uuid.UUID:
 def get_visible_file(*, user: AbstractBaseUser, file_id: str | uuid.UUID) -> DicomFile:
     """Return the file or raise ``FileNotFoundInServiceError``, the same for missing and forbidden."""
     parsed = file_id if isinstance(file_id, uuid.UUID) else parse_file_id(file_id)
-    try:
-        return visible_files(user=user).get(pk=parsed)
-    except DicomFile.DoesNotExist:
-        raise FileNotFoundInServiceError("file not found") from None
+    dicom_file = access.visible_file(user, parsed)
+    if dicom_file is None:
+        raise FileNotFoundInServiceError("file not found")
+    return dicom_file
