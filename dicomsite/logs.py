@@ -77,20 +77,25 @@ class RequestLogMiddleware:
     def __call__(self, request):
         started = time.monotonic()
         response = self.get_response(request)
-        fields = {
-            "method": request.method,
-            "path": request.path,
-            "status": response.status_code,
-            "duration_ms": round((time.monotonic() - started) * 1000, 1),
-            "user_id": _resolved_user_id(request),
-        }
-        request_logger.info(
-            "%s %s %s %.1f ms user %s",
-            fields["method"],
-            fields["path"],
-            fields["status"],
-            fields["duration_ms"],
-            fields["user_id"] if fields["user_id"] is not None else "-",
-            extra={"fields": fields},
-        )
+        log_request(request, response, started=started)
         return response
+
+
+def log_request(request, response, *, started: float) -> None:
+    """The request's one line (``started``: its ``time.monotonic()`` when it reached the service)."""
+    fields = {
+        "method": request.method,
+        "path": request.path,
+        "status": response.status_code,
+        "duration_ms": round((time.monotonic() - started) * 1000, 1),
+        "user_id": _resolved_user_id(request),
+    }
+    request_logger.info(
+        "%s %s %s %.1f ms user %s",
+        fields["method"],
+        fields["path"],
+        fields["status"],
+        fields["duration_ms"],
+        fields["user_id"] if fields["user_id"] is not None else "-",
+        extra={"fields": fields},
+    )

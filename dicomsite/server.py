@@ -21,6 +21,10 @@ that trickles its request holds no thread; the bounds below drop it all the same
   through that writer; the request gets the list (``request.staged_parts``), removed when the
   request ends unless the service stored them. The whole body is bounded as any other.
 
+- **Plain reads** (a token-authenticated GET of a file's metadata, status or download) are answered
+  by ``dicom.api.direct`` without the middleware chain and DRF's dispatch; every other request, and
+  any such read it does not take, goes through Django as usual.
+
 - **Threads**: a request is served in one hop to a pool of persistent threads, as a WSGI thread
   serves it (see ``BoundedASGIHandler``).
 
@@ -140,6 +144,9 @@ class BoundedASGIHandler(ASGIHandler):
 
     def __init__(self) -> None:
         super().__init__()
+        from dicom.api import direct  # models: once Django is set up, as the handler is made after
+
+        self._respond_directly = direct.respond
         self._pool = ThreadPoolExecutor(max_workers=settings.DICOM_WEB_THREADS, thread_name_prefix="django")
 
     def load_middleware(self, is_async=False):
@@ -235,9 +242,12 @@ class BoundedASGIHandler(ASGIHandler):
         """
         set_script_prefix(get_script_prefix(scope))
         signals.request_started.send(sender=self.__class__, scope=scope)
-        request, response = self.create_request(scope, body_file)
-        if request is not None:
-            response = self.get_response(request)
+        # Plain token-authenticated reads skip the middleware chain and DRF (dicom.api.direct).
+        response = self._respond_directly(scope)
+        if response is None:
+            request, response = self.create_request(scope, body_file)
+            if request is not None:
+                response = self.get_response(request)
         headers = _response_headers(response)
         if not response.streaming:
             try:

@@ -64,6 +64,16 @@ def describe(exc: BaseException) -> tuple[int, str]:
 
 def exception_handler(exc, context):
     """Map the domain's and DRF's errors onto ``{"detail": ...}`` with the right status code."""
+    code, detail, headers = answer(exc, where=context["view"].__class__.__name__)
+    set_rollback()
+    return Response({"detail": detail}, status=code, headers=headers)
+
+
+def answer(exc: BaseException, *, where: str) -> tuple[int, str, dict[str, str]]:
+    """The status, detail and headers the API answers for ``exc`` raised in ``where`` (a view's name).
+
+    A 500 is a bug, never the client's fault: its traceback goes to the log, not to the client.
+    """
     code, detail = describe(exc)
     headers = {}
     if isinstance(exc, exceptions.APIException):
@@ -74,7 +84,5 @@ def exception_handler(exc, context):
     if code == status.HTTP_503_SERVICE_UNAVAILABLE:
         headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     if code == status.HTTP_500_INTERNAL_SERVER_ERROR:
-        # A bug, never the client's fault; the traceback goes to the log, not to the client.
-        logger.exception("unhandled error in %s", context["view"].__class__.__name__)
-    set_rollback()
-    return Response({"detail": detail}, status=code, headers=headers)
+        logger.exception("unhandled error in %s", where)
+    return code, detail, headers

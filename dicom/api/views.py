@@ -14,14 +14,14 @@ from rest_framework.response import Response
 from audit.models import AuditLog
 from audit.services import operation
 from dicom import access
-from dicom.api import schema
+from dicom.api import reads, schema
 from dicom.api.entry import AuditedEntryPoint
 from dicom.api.errors import describe
 from dicom.api.serializers import UPLOAD_FIELDS, DeidOptionsSerializer, RawUploadSerializer, UploadSerializer
 from dicom.models import DicomFile
-from dicom.responses import stored_file_response, uuid_or_none
+from dicom.responses import uuid_or_none
 from dicom.services.anonymization import request_anonymization
-from dicom.services.errors import AccessRefusedError, FileNotReadyError, InvalidDicomError
+from dicom.services.errors import AccessRefusedError, InvalidDicomError
 from dicom.services.ingest import IngestRequest, file_metadata, ingest_file
 from dicom.services.selectors import get_visible_file
 from dicom.uploads import StagedUpload, stage_stream, too_large_error
@@ -139,10 +139,7 @@ class DicomViewSet(AuditedEntryPoint, viewsets.ViewSet):
     @schema.metadata
     @audited(AuditLog.Action.METADATA)
     def metadata(self, request: Request, file_id: str) -> Response:
-        dicom_file = self._get_file(file_id)
-        if dicom_file.status != DicomFile.Status.COMPLETED:
-            raise FileNotReadyError(f"file is {dicom_file.status}: its metadata is not available yet")
-        return Response(access.masked_metadata(request.user, dicom_file, file_metadata(dicom_file)))
+        return Response(reads.metadata(user=request.user, file_id=file_id))
 
     @schema.anonymize
     @audited(AuditLog.Action.ANONYMIZE)
@@ -170,29 +167,12 @@ class DicomViewSet(AuditedEntryPoint, viewsets.ViewSet):
     @schema.download
     @audited(AuditLog.Action.DOWNLOAD)
     def download(self, request: Request, file_id: str) -> HttpResponse:
-        dicom_file = self._get_file(file_id)
-        if not access.may_see_patient_data(request.user, dicom_file):
-            raise AccessRefusedError(
-                "this file is an original with patient data: downloading it needs the patient data "
-                "permission (dicom.view_phi)"
-            )
-        if not dicom_file.is_ready:
-            reason = dicom_file.failure_detail if dicom_file.status == DicomFile.Status.FAILED else ""
-            raise FileNotReadyError(
-                f"file is {dicom_file.status}: nothing to download" + (f" ({reason})" if reason else "")
-            )
-        return stored_file_response(dicom_file)
+        return reads.download(user=request.user, file_id=file_id)
 
     @schema.status
     @audited(AuditLog.Action.STATUS)
     def status(self, request: Request, file_id: str) -> Response:
-        dicom_file = self._get_file(file_id)
-        body = {"status": dicom_file.status, "file_id": str(dicom_file.id)}
-        if dicom_file.status == DicomFile.Status.FAILED:
-            body["detail"] = dicom_file.failure_detail or "processing failed"
-        if dicom_file.source_id is not None:
-            body["source_file_id"] = str(dicom_file.source_id)
-        return Response(body)
+        return Response(reads.status(user=request.user, file_id=file_id))
 
     def _get_file(self, file_id: str) -> DicomFile:
         return get_visible_file(user=self.request.user, file_id=file_id)
