@@ -75,7 +75,10 @@ FRAMEWORK_STAGES = [
         r"\(dicomsite/logs\.py\)|\(audit/context\.py\)|\(dicom/health\.py\)|\(whitenoise/|\(django/middleware/"
         r"|\(django/contrib/(sessions|auth|messages)/middleware",
     ),
-    ("view dispatch", r"\(rest_framework/|\(django/core/handlers/|\(django/urls/|\(dicom/api/views\.py\)"),
+    (
+        "view dispatch",
+        r"\(rest_framework/|\(django/core/handlers/|\(django/urls/|\(dicom/api/(views|direct|reads|upload)\.py\)",
+    ),
     ("HTTP server", r"\(uvicorn/|\(asyncio/|\(dicomsite/server\.py\)|\(concurrent/futures/|\(asgiref/"),
 ]
 

@@ -21,8 +21,8 @@ that trickles its request holds no thread; the bounds below drop it all the same
   through that writer; the request gets the list (``request.staged_parts``), removed when the
   request ends unless the service stored them. The whole body is bounded as any other.
 
-- **Plain reads** (a token-authenticated GET of a file's metadata, status or download) are answered
-  by ``dicom.api.direct`` without the middleware chain and DRF's dispatch; every other request, and
+- **Plain reads and raw uploads** (a token-authenticated GET of a file's metadata, status or
+  download; a POST of a raw DICOM body to the upload) are answered by ``dicom.api.direct`` without the middleware chain and DRF's dispatch; every other request, and
   any such read it does not take, goes through Django as usual.
 
 - **Threads**: a request is served in one hop to a pool of persistent threads, as a WSGI thread
@@ -243,7 +243,7 @@ class BoundedASGIHandler(ASGIHandler):
         set_script_prefix(get_script_prefix(scope))
         signals.request_started.send(sender=self.__class__, scope=scope)
         # Plain token-authenticated reads skip the middleware chain and DRF (dicom.api.direct).
-        response = self._respond_directly(scope)
+        response = self._respond_directly(scope, body_file)
         if response is None:
             request, response = self.create_request(scope, body_file)
             if request is not None:

@@ -1,5 +1,5 @@
-"""The direct path: plain token-authenticated GETs of metadata, status and download, without Django's
-middleware chain and DRF's dispatch around them.
+"""The direct path: plain token-authenticated reads (metadata, status, download) and raw uploads,
+without Django's middleware chain and DRF's dispatch around them.
 
 A small file's metadata read spent more of its CPU in the machinery around the work (building
 DRF's request, content negotiation, the middleware chain's calls, rendering) than in the work (the
@@ -7,7 +7,8 @@ token, the access rule, the audit row). The web server (``dicomsite.server``) as
 first; it answers only requests whose every step is plain, and returns None for the rest, which go
 the usual way:
 
-- ``GET /api/dicom/{metadata,status,download}/<file_id>`` (with or without the trailing slash);
+- ``GET /api/dicom/{metadata,status,download}/<file_id>`` (with or without the trailing slash), and
+  ``POST /api/dicom/upload`` of a raw ``application/dicom`` body the web server staged as it came;
 - ``Authorization: Token <key>`` whose key is valid (a bad or missing one goes the usual way, to be
   refused and audited there); ``Accept`` absent, ``*/*`` or ``application/json`` (anything else is
   DRF's content negotiation);
@@ -15,7 +16,8 @@ the usual way:
 
 What it does is what the usual way does, by the same code: the token through the API's own
 authentication class (and its cache), the read through :mod:`dicom.api.reads` (the access rule,
-the patient data rule), one audit row through ``audit.services.operation``, errors through
+the patient data rule), the upload's fields through the API's serializer and the file through
+:mod:`dicom.api.upload` (validation, ingest), one audit row through ``audit.services.operation``, errors through
 ``dicom.api.errors.answer``, the request id and its log lines (``audit.context``,
 ``dicomsite.logs``), and the response headers from the middleware that sets them (security,
 frame options, length). ``MIDDLEWARE_WRITTEN_FOR`` is the chain this was checked against: a test
@@ -42,9 +44,12 @@ from audit.context import log_failed_response, request_id_scope
 from audit.models import AuditLog
 from audit.services import Actor, operation
 from dicom.api import reads
+from dicom.api import upload as upload_api
 from dicom.api.authentication import CachedTokenAuthentication
 from dicom.api.errors import answer, describe
+from dicom.api.serializers import RawUploadSerializer
 from dicom.responses import client_address, uuid_or_none
+from dicom.uploads import StagedUpload
 from dicomsite.logs import log_request
 
 # The chain the usual way runs, as this module was written for (see the module's docstring).
@@ -63,15 +68,19 @@ MIDDLEWARE_WRITTEN_FOR = (
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 )
 
-_ROUTE = re.compile(r"^/api/dicom/(metadata|status|download)/([^/]+)/?$")
+_READ_ROUTE = re.compile(r"^/api/dicom/(metadata|status|download)/([^/]+)/?$")
+_UPLOAD_ROUTE = re.compile(r"^/api/dicom/upload/?$")
 _PLAIN_ACCEPT = frozenset({b"", b"*/*", b"application/json"})
 _ACTIONS = {
     "metadata": AuditLog.Action.METADATA,
     "status": AuditLog.Action.STATUS,
     "download": AuditLog.Action.DOWNLOAD,
+    "upload": AuditLog.Action.UPLOAD,
 }
 # DRF's APIView answers every response of these views with these two headers.
-_DRF_HEADERS = {"Vary": "Accept", "Allow": "GET, HEAD, OPTIONS"}
+_DRF_HEADERS = {"Vary": "Accept"}
+_ALLOW = {"upload": "POST, OPTIONS"}
+_ALLOW_READS = "GET, HEAD, OPTIONS"
 _VIEW_NAME = "DicomViewSet"
 
 
@@ -89,12 +98,18 @@ _authentication = CachedTokenAuthentication()
 _renderer = JSONRenderer()
 
 
-def respond(scope: dict) -> HttpResponse | None:
-    """The response to a request the direct path serves, or None for the usual way (see the module)."""
-    if scope.get("method") != "GET":
-        return None
-    match = _ROUTE.match(scope.get("path", "").removeprefix(scope.get("root_path", "").rstrip("/")))
-    if match is None:
+def respond(scope: dict, body_file) -> HttpResponse | None:
+    """The response to a request the direct path serves, or None for the usual way (see the module).
+
+    ``body_file`` is the request's body as the web server received it: a raw upload's is the staged
+    file (``dicom.uploads.StagedUpload``), which the direct path takes only then.
+    """
+    path = scope.get("path", "").removeprefix(scope.get("root_path", "").rstrip("/"))
+    if scope.get("method") == "GET" and (match := _READ_ROUTE.match(path)) is not None:
+        kind, file_id = match.groups()
+    elif scope.get("method") == "POST" and isinstance(body_file, StagedUpload) and _UPLOAD_ROUTE.match(path):
+        kind, file_id = "upload", None
+    else:
         return None
     authorization, accept = b"", b""
     for name, value in scope.get("headers", []):
@@ -116,9 +131,8 @@ def respond(scope: dict) -> HttpResponse | None:
         return None
     started = time.monotonic()
     request.user = user  # for the log line, as DRF sets it on the Django request
-    kind, file_id = match.groups()
     with request_id_scope() as request_id:
-        response = _serve(request, kind=kind, file_id=file_id)
+        response = _serve(request, kind=kind, file_id=file_id, body_file=body_file)
         for headers_from in _RESPONSE_MIDDLEWARE:
             response = headers_from.process_response(request, response)
         log_request(request, response, started=started)
@@ -127,11 +141,13 @@ def respond(scope: dict) -> HttpResponse | None:
     return response
 
 
-def _serve(request: ASGIRequest, *, kind: str, file_id: str) -> HttpResponse:
+def _serve(request: ASGIRequest, *, kind: str, file_id: str | None, body_file) -> HttpResponse:
     actor = Actor(user=request.user, client_address=client_address(request))
     try:
         with operation(actor=actor, action=_ACTIONS[kind], file_id=uuid_or_none(file_id), describe=describe):
-            if kind == "download":
+            if kind == "upload":
+                response = _json(_upload(request, actor, body_file), 200)
+            elif kind == "download":
                 response = reads.download(user=request.user, file_id=file_id)
             else:
                 body = reads.metadata if kind == "metadata" else reads.status
@@ -143,7 +159,19 @@ def _serve(request: ASGIRequest, *, kind: str, file_id: str) -> HttpResponse:
             response[name] = value
     for name, value in _DRF_HEADERS.items():
         response[name] = value
+    response["Allow"] = _ALLOW.get(kind, _ALLOW_READS)
     return response
+
+
+def _upload(request: ASGIRequest, actor: Actor, staged: StagedUpload) -> dict:
+    """The raw upload (``Content-Type: application/dicom``): its fields are the query parameters."""
+    declared = request.META.get("CONTENT_LENGTH")
+    upload_api.refuse_declared_length(int(declared) if declared else staged.size)
+    fields = RawUploadSerializer(data=request.GET)
+    fields.is_valid(raise_exception=True)
+    return upload_api.store_upload(
+        user=request.user, actor=actor, upload=staged, fields=fields.validated_data
+    )
 
 
 def _json(data: dict, status: int) -> HttpResponse:

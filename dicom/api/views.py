@@ -3,7 +3,6 @@
 import functools
 import io
 
-from django.conf import settings
 from django.http import HttpResponse, QueryDict
 from rest_framework import viewsets
 from rest_framework.exceptions import ParseError
@@ -15,16 +14,16 @@ from audit.models import AuditLog
 from audit.services import operation
 from dicom import access
 from dicom.api import reads, schema
+from dicom.api import upload as upload_api
 from dicom.api.entry import AuditedEntryPoint
 from dicom.api.errors import describe
 from dicom.api.serializers import UPLOAD_FIELDS, DeidOptionsSerializer, RawUploadSerializer, UploadSerializer
 from dicom.models import DicomFile
 from dicom.responses import uuid_or_none
 from dicom.services.anonymization import request_anonymization
-from dicom.services.errors import AccessRefusedError, InvalidDicomError
-from dicom.services.ingest import IngestRequest, file_metadata, ingest_file
+from dicom.services.errors import AccessRefusedError
 from dicom.services.selectors import get_visible_file
-from dicom.uploads import StagedUpload, stage_stream, too_large_error
+from dicom.uploads import stage_stream
 
 
 class BoundedJSONParser(JSONParser):
@@ -103,9 +102,7 @@ class DicomViewSet(AuditedEntryPoint, viewsets.ViewSet):
     @schema.upload
     @audited(AuditLog.Action.UPLOAD)
     def upload(self, request: Request) -> Response:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
-        if declared > settings.DICOM_MAX_UPLOAD_SIZE + 64 * 1024:
-            raise too_large_error()
+        upload_api.refuse_declared_length(int(request.META.get("CONTENT_LENGTH") or 0))
         raw = _media_type(request) == "application/dicom"
         # A raw body is the file, its fields the query parameters; a form has both, and may have
         # its fields in the query too.
@@ -121,19 +118,8 @@ class DicomViewSet(AuditedEntryPoint, viewsets.ViewSet):
             # Staged by the web server as it arrived (dicomsite.server); under WSGI, here. DRF gives
             # no stream for an empty body: an empty file, refused by validation as such.
             upload = getattr(request, "staged_upload", None) or stage_stream(request.stream or io.BytesIO())
-        if not isinstance(upload, StagedUpload):
-            raise InvalidDicomError("the upload was not received as a file")
-        dicom_file = ingest_file(
-            request=IngestRequest.of_upload(staged_path=upload.path, sha256=upload.sha256, fields=data),
-            actor=self.actor(),
-        )
         return Response(
-            {
-                "message": "DICOM file processed successfully",
-                "file_id": str(dicom_file.id),
-                "metadata": access.masked_metadata(request.user, dicom_file, file_metadata(dicom_file)),
-                "status": dicom_file.status,
-            }
+            upload_api.store_upload(user=request.user, actor=self.actor(), upload=upload, fields=data)
         )
 
     @schema.metadata

@@ -5,6 +5,7 @@ socket: plainly (the direct path) and with an ``Accept`` the direct path leaves 
 negotiation (the usual way). Status, body, header names, header values and the audit row must match.
 """
 
+import io
 import json
 import sqlite3
 import uuid
@@ -43,6 +44,10 @@ def _scope(path: str, *, method: str = "GET", headers: dict[str, str] | None = N
     }
 
 
+def _respond(scope, body=b""):
+    return direct.respond(scope, io.BytesIO(body))
+
+
 @pytest.fixture
 def token():
     clear_token_cache()
@@ -57,7 +62,7 @@ def _plain_headers(token, **more) -> dict[str, str]:
 @pytest.mark.django_db
 def test_a_plain_token_read_is_answered_directly_and_audited_once(token):
     dicom_file = DicomFileFactory(owner=token.user, metadata={"modality": "CT"})
-    response = direct.respond(_scope(f"/api/dicom/status/{dicom_file.pk}", headers=_plain_headers(token)))
+    response = _respond(_scope(f"/api/dicom/status/{dicom_file.pk}", headers=_plain_headers(token)))
     assert response is not None
     assert response.status_code == 200
     assert response["Content-Type"] == "application/json"
@@ -69,7 +74,7 @@ def test_a_plain_token_read_is_answered_directly_and_audited_once(token):
 
 @pytest.mark.django_db
 def test_a_missing_file_is_the_apis_404_and_its_refusal_is_audited(token):
-    response = direct.respond(_scope(f"/api/dicom/metadata/{uuid.uuid4()}/", headers=_plain_headers(token)))
+    response = _respond(_scope(f"/api/dicom/metadata/{uuid.uuid4()}/", headers=_plain_headers(token)))
     assert response.status_code == 404
     assert response.content == b'{"detail":"file not found"}'
     row = AuditLog.objects.get()
@@ -82,7 +87,7 @@ def test_an_original_downloaded_by_staff_without_the_patient_data_permission_is_
     token.user.save()
     clear_token_cache()
     original = DicomFileFactory(owner=UserFactory(), anonymized=False)
-    response = direct.respond(_scope(f"/api/dicom/download/{original.pk}", headers=_plain_headers(token)))
+    response = _respond(_scope(f"/api/dicom/download/{original.pk}", headers=_plain_headers(token)))
     assert response.status_code == 403
     assert json.loads(response.content)["detail"].startswith("this file is an original with patient data")
     row = AuditLog.objects.get()
@@ -119,7 +124,7 @@ def test_anything_but_a_plain_read_goes_the_usual_way(token, change):
             headers[name] = value.format(key=token.key)
     path = change.get("path", "/api/dicom/status/{id}").format(id=dicom_file.pk)
     scope = _scope(path, method=change.get("method", "GET"), headers=headers)
-    assert direct.respond(scope) is None
+    assert _respond(scope) is None
     assert not AuditLog.objects.exists()  # nothing done: the usual way audits what it answers
 
 
@@ -128,14 +133,14 @@ def test_a_deactivated_users_token_goes_the_usual_way_to_be_refused_there(token)
     token.user.is_active = False
     token.user.save()
     dicom_file = DicomFileFactory(owner=token.user)
-    assert direct.respond(_scope(f"/api/dicom/status/{dicom_file.pk}", headers=_plain_headers(token))) is None
+    assert _respond(_scope(f"/api/dicom/status/{dicom_file.pk}", headers=_plain_headers(token))) is None
 
 
 @pytest.mark.django_db
 @override_settings(SECURE_SSL_REDIRECT=True)
 def test_a_plain_http_read_due_an_https_redirect_goes_the_usual_way(token):
     dicom_file = DicomFileFactory(owner=token.user)
-    assert direct.respond(_scope(f"/api/dicom/status/{dicom_file.pk}", headers=_plain_headers(token))) is None
+    assert _respond(_scope(f"/api/dicom/status/{dicom_file.pk}", headers=_plain_headers(token))) is None
 
 
 def test_the_middleware_chain_is_the_one_the_direct_path_was_written_for():
@@ -205,4 +210,51 @@ def test_the_direct_path_answers_byte_for_byte_what_drf_answers(server, path):
     }
     rows = [_audit_row(database, answer[1]["x-request-id"]) for answer in (direct_answer, drf_answer)]
     assert len(rows[0]) == 1
+    assert rows[0] == rows[1]
+
+
+def _post(live, path: str, body: bytes, accept: str | None = None):
+    conn = live.connection()
+    headers = {"Authorization": f"Token {live.token}", "Content-Type": "application/dicom"}
+    if accept is not None:
+        headers["Accept"] = accept
+    conn.request("POST", path, body=body, headers=headers)
+    response = conn.getresponse()
+    data = response.read()
+    conn.close()
+    return response.status, {name.lower(): value for name, value in response.getheaders()}, data
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("query", "body"),
+    [
+        ("", CT_SMALL),
+        ("/?anonymize=true&accept_burned_in_annotation=true", CT_SMALL),
+        ("?anonymize=maybe", CT_SMALL),
+        ("?unknown=1", CT_SMALL),
+        ("", b"not a DICOM file"),
+        ("", b""),
+    ],
+    ids=["stored", "anonymized", "bad-option", "unknown-field", "not-dicom", "empty"],
+)
+def test_a_raw_upload_the_direct_path_takes_is_answered_and_audited_as_drf_does(server, query, body):
+    live, database = server
+    direct_answer = _post(live, "/api/dicom/upload" + query, body)
+    drf_answer = _post(live, "/api/dicom/upload" + query, body, accept=THROUGH_DRF)
+
+    assert direct_answer[0] == drf_answer[0]
+    varying = {"date", "x-request-id", "content-length"}
+    assert {k: v for k, v in direct_answer[1].items() if k not in varying} == {
+        k: v for k, v in drf_answer[1].items() if k not in varying
+    }
+    answers = [json.loads(answer[2]) for answer in (direct_answer, drf_answer)]
+    rows = [_audit_row(database, answer[1]["x-request-id"]) for answer in (direct_answer, drf_answer)]
+    assert len(rows[0]) == 1
+    if direct_answer[0] == 200:
+        file_ids = [answer.pop("file_id") for answer in answers]
+        assert file_ids == [answer["metadata"].pop("file_id") for answer in answers]
+        assert [row[0][3] for row in rows] == [uuid.UUID(file_id).hex for file_id in file_ids]
+        rows = [[row[0][:3] + row[0][4:]] for row in rows]
+    assert answers[0] == answers[1]
     assert rows[0] == rows[1]
