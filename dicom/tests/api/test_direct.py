@@ -20,6 +20,7 @@ from rest_framework.authtoken.models import Token
 from audit.models import AuditLog
 from dicom.api import direct
 from dicom.api.authentication import clear_token_cache
+from dicom.api.views import DicomViewSet
 from dicom.tests.conftest import embedded_service
 from dicom.tests.factories import DicomFileFactory, UserFactory
 
@@ -146,6 +147,15 @@ def test_a_plain_http_read_due_an_https_redirect_goes_the_usual_way(token):
 def test_the_middleware_chain_is_the_one_the_direct_path_was_written_for():
     """A middleware added to the settings is skipped by the direct path: look at it, then add it here."""
     assert tuple(settings.MIDDLEWARE) == direct.MIDDLEWARE_WRITTEN_FOR
+
+
+def test_the_apis_authentication_permissions_and_throttles_are_the_ones_the_direct_path_was_written_for():
+    """A throttle or permission the API gains would not apply to the direct path until it is added there."""
+    names = {
+        kind: tuple(cls.__name__ for cls in getattr(DicomViewSet, f"{kind}_classes"))
+        for kind in ("authentication", "permission", "throttle")
+    }
+    assert names == direct.REST_FRAMEWORK_WRITTEN_FOR
 
 
 # --- parity over real sockets, with the production server --------------------------------------
