@@ -251,6 +251,10 @@ DICOM_DEID_DEFAULT_OPTIONS = env_list("DICOM_DEID_DEFAULT_OPTIONS", [])
 DICOM_TOKEN_CACHE_SECONDS = env_int("DICOM_TOKEN_CACHE_SECONDS", 30, minimum=0)
 DICOM_SYSTEM_USERNAME = env_str("DICOM_SYSTEM_USERNAME", "dicom-system")
 DICOM_JOB_MAX_ATTEMPTS = env_int("DICOM_JOB_MAX_ATTEMPTS", 3, minimum=1)
+# POST /api/dicom/anonymize (many files in one request): at most this many files, queued as one job
+# per DICOM_ANONYMIZE_BATCH_JOB_SIZE of them.
+DICOM_ANONYMIZE_BATCH_MAX = env_int("DICOM_ANONYMIZE_BATCH_MAX", 1000, minimum=1)
+DICOM_ANONYMIZE_BATCH_JOB_SIZE = env_int("DICOM_ANONYMIZE_BATCH_JOB_SIZE", 25, minimum=1)
 # Workers refresh a heartbeat this often; a RUNNING job whose worker has not been seen for
 # DICOM_WORKER_STALE_SECONDS is taken back (its worker was killed) and tried again.
 DICOM_WORKER_HEARTBEAT_SECONDS = env_int("DICOM_WORKER_HEARTBEAT_SECONDS", 5, minimum=1)

@@ -75,6 +75,29 @@ class AnonymizeResponseSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=_STATUSES)
 
 
+class AnonymizedFileSerializer(serializers.Serializer):
+    original_file_id = serializers.UUIDField()
+    anonymized_file_id = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=_STATUSES)
+
+
+class AnonymizeBatchResponseSerializer(serializers.Serializer):
+    message = serializers.CharField()
+    files = AnonymizedFileSerializer(many=True, help_text="one per file named, in the order named")
+
+
+class AnonymizeBatchRequestSerializer(serializers.Serializer):
+    """The files to de-identify (each once) and the options, as for one file."""
+
+    def get_fields(self):
+        return {
+            "file_ids": serializers.ListField(
+                child=serializers.UUIDField(), help_text="at most DICOM_ANONYMIZE_BATCH_MAX, each once"
+            ),
+            **_options_fields(),
+        }
+
+
 class StatusResponseSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=_STATUSES)
     file_id = serializers.UUIDField()
@@ -207,6 +230,28 @@ anonymize = extend_schema(
             e403=f"another user's file without the operator permission (dicom.operate); {_CSRF}",
             e404=_NOT_FOUND,
             e409="the file is not completed (still processing, or its job failed)",
+            e413="the body exceeds the request size bound",
+            e415=_UNSUPPORTED,
+        ),
+    },
+)
+anonymize_batch = extend_schema(
+    operation_id="anonymize_batch",
+    tags=["dicom"],
+    description="Many files in one request: every file is checked first (nothing is written when one "
+    "is refused), then their de-identified rows, their jobs (one per DICOM_ANONYMIZE_BATCH_JOB_SIZE "
+    "files) and one audit row per file commit together. Each new file is then followed as one queued "
+    "alone: its status, metadata and download.",
+    summary="Queue the de-identification of many stored files (one worker job per batch)",
+    request={"application/json": AnonymizeBatchRequestSerializer},
+    responses={
+        200: AnonymizeBatchResponseSerializer,
+        **_errors(
+            e400=f"no files, more than DICOM_ANONYMIZE_BATCH_MAX, one named twice, or not a UUID; {_BAD_FORM}",
+            e401=_UNAUTHORIZED,
+            e403=f"another user's file without the operator permission (dicom.operate); {_CSRF}",
+            e404="one of the files does not exist or is not yours (named in the detail)",
+            e409="one of the files is not completed (named in the detail)",
             e413="the body exceeds the request size bound",
             e415=_UNSUPPORTED,
         ),

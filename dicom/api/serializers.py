@@ -95,3 +95,23 @@ class UploadSerializer(RawUploadSerializer):
     """The form of a multipart upload: the file and the same fields."""
 
     file = serializers.FileField(allow_empty_file=True, use_url=False)
+
+
+class AnonymizeBatchSerializer(DeidOptionsSerializer):
+    """``POST /api/dicom/anonymize``: the files to de-identify (each at most once) and the options."""
+
+    file_ids = serializers.ListField(
+        child=serializers.UUIDField(error_messages={"invalid": "each must be a file id (a UUID)"}),
+        allow_empty=False,
+        error_messages={"empty": "name at least one file", "not_a_list": "must be a list of file ids"},
+    )
+
+    def validate_file_ids(self, value):
+        limit = settings.DICOM_ANONYMIZE_BATCH_MAX
+        if len(value) > limit:
+            raise serializers.ValidationError(
+                f"at most {limit} files in one request (DICOM_ANONYMIZE_BATCH_MAX)"
+            )
+        if len(set(value)) != len(value):
+            raise serializers.ValidationError("names a file more than once")
+        return value

@@ -10,6 +10,9 @@ urlpatterns = [
     re_path(r"^upload/?$", DicomViewSet.as_view({"post": "upload"}), name="dicom-upload"),
     re_path(rf"^metadata/{_FILE_ID}/?$", DicomViewSet.as_view({"get": "metadata"}), name="dicom-metadata"),
     re_path(
+        r"^anonymize/?$", DicomViewSet.as_view({"post": "anonymize_batch"}), name="dicom-anonymize-batch"
+    ),
+    re_path(
         rf"^anonymize/{_FILE_ID}/?$", DicomViewSet.as_view({"post": "anonymize"}), name="dicom-anonymize"
     ),
     re_path(rf"^download/{_FILE_ID}/?$", DicomViewSet.as_view({"get": "download"}), name="dicom-download"),

@@ -17,12 +17,18 @@ from dicom.api import reads, schema
 from dicom.api import upload as upload_api
 from dicom.api.entry import AuditedEntryPoint
 from dicom.api.errors import describe
-from dicom.api.serializers import UPLOAD_FIELDS, DeidOptionsSerializer, RawUploadSerializer, UploadSerializer
+from dicom.api.serializers import (
+    UPLOAD_FIELDS,
+    AnonymizeBatchSerializer,
+    DeidOptionsSerializer,
+    RawUploadSerializer,
+    UploadSerializer,
+)
 from dicom.models import DicomFile
 from dicom.responses import uuid_or_none
-from dicom.services.anonymization import request_anonymization
+from dicom.services.anonymization import request_anonymization, request_anonymizations
 from dicom.services.errors import AccessRefusedError
-from dicom.services.selectors import get_visible_file
+from dicom.services.selectors import get_visible_file, get_visible_files
 from dicom.uploads import stage_stream
 
 
@@ -87,6 +93,7 @@ class DicomViewSet(AuditedEntryPoint, viewsets.ViewSet):
         "upload": AuditLog.Action.UPLOAD,
         "metadata": AuditLog.Action.METADATA,
         "anonymize": AuditLog.Action.ANONYMIZE,
+        "anonymize_batch": AuditLog.Action.ANONYMIZE,
         "download": AuditLog.Action.DOWNLOAD,
         "status": AuditLog.Action.STATUS,
     }
@@ -147,6 +154,35 @@ class DicomViewSet(AuditedEntryPoint, viewsets.ViewSet):
                 "original_file_id": str(source.id),
                 "anonymized_file_id": str(derived.id),
                 "status": derived.status,
+            }
+        )
+
+    @schema.anonymize_batch
+    @audited(AuditLog.Action.ANONYMIZE)
+    def anonymize_batch(self, request: Request) -> Response:
+        serializer = AnonymizeBatchSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        sources = get_visible_files(user=request.user, file_ids=serializer.validated_data["file_ids"])
+        for source in sources:
+            if not access.may_queue_deidentification(request.user, source):
+                raise AccessRefusedError(
+                    f"queueing the de-identification of another user's file ({source.id}) needs the "
+                    "operator permission (dicom.operate)"
+                )
+        derived = request_anonymizations(
+            actor=self.actor(), sources=sources, options=serializer.validated_data["options"]
+        )
+        return Response(
+            {
+                "message": f"{len(derived)} DICOM files queued for anonymization",
+                "files": [
+                    {
+                        "original_file_id": str(row.source_id),
+                        "anonymized_file_id": str(row.id),
+                        "status": row.status,
+                    }
+                    for row in derived
+                ],
             }
         )
 

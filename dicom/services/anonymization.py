@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import transaction
 
 from audit.models import AuditLog
-from audit.services import Actor, operation, record_event
+from audit.services import Actor, entry, operation, record_event, record_many
 from dicom.models import DicomFile
 from dicom.services import events, storage, task_queue
 from dicom.services.deid import DeidOptions, deidentify_file
@@ -53,6 +53,79 @@ def request_anonymization(*, actor: Actor, source: DicomFile, options: DeidOptio
             task_queue.enqueue(task_queue.ANONYMIZE_FILE, str(derived.id))
             op.succeed(reason=f"queued as derived file {derived.id}")
     return derived
+
+
+def request_anonymizations(
+    *, actor: Actor, sources: list[DicomFile], options: DeidOptions
+) -> list[DicomFile]:
+    """:func:`request_anonymization` for many files in one request: the derived rows, their jobs (one
+    per ``DICOM_ANONYMIZE_BATCH_JOB_SIZE`` files) and one audit row per source, all in one commit.
+
+    Every source is checked before anything is written: one not ready raises ``FileNotReadyError``
+    naming it, and nothing is left behind. A job's claim, start and result (three transactions) are
+    shared by the files of its batch, as the request's authentication and audit commit are.
+    """
+    with operation(actor=actor, action=AuditLog.Action.ANONYMIZE) as op:
+        for source in sources:
+            if not source.is_ready:
+                raise FileNotReadyError(
+                    f"file {source.id} is {source.status}: only a completed file can be anonymized"
+                )
+        owner = actor.user if actor.user is not None and actor.user.is_authenticated else None
+        derived = [
+            DicomFile(
+                owner=owner,
+                source=source,
+                status=DicomFile.Status.PROCESSING,
+                anonymized=True,
+                study_type=source.study_type,
+                deid_options=options.to_names(),
+            )
+            for source in sources
+        ]
+        with transaction.atomic():
+            DicomFile.objects.bulk_create(derived)
+            size = settings.DICOM_ANONYMIZE_BATCH_JOB_SIZE
+            for start in range(0, len(derived), size):
+                batch = [str(row.id) for row in derived[start : start + size]]
+                task_queue.enqueue(task_queue.ANONYMIZE_FILES, batch)
+            record_many(
+                entry(
+                    actor=actor,
+                    action=AuditLog.Action.ANONYMIZE,
+                    success=True,
+                    file_id=source.id,
+                    status_code=200,
+                    reason=f"queued as derived file {row.id} (one of {len(derived)} in one request)",
+                )
+                for source, row in zip(sources, derived, strict=True)
+            )
+            op.discard()  # the rows above, one per file, are this request's record
+    return derived
+
+
+def run_anonymizations(*, file_ids: list[str]) -> dict[str, int]:
+    """The job of a batch: :func:`run_anonymization` for each file, in order; the statuses counted.
+
+    A file that failed unexpectedly does not stop the others; the job then raises (naming how many,
+    never why), so the worker tries it again, and the files already done are left alone.
+    """
+    counts: dict[str, int] = {}
+    unexpected = 0
+    for file_id in file_ids:
+        try:
+            status = run_anonymization(file_id=file_id)
+        except Exception:  # logged by run_anonymization; tried again with the job
+            unexpected += 1
+            continue
+        counts[status] = counts.get(status, 0) + 1
+    if unexpected:
+        raise BatchIncompleteError(f"{unexpected} of {len(file_ids)} files of the batch failed unexpectedly")
+    return counts
+
+
+class BatchIncompleteError(Exception):
+    """Some files of a batch job failed for a reason that may pass (the message holds a count only)."""
 
 
 def run_anonymization(*, file_id: uuid.UUID | str) -> str:
@@ -99,6 +172,14 @@ def _give_up_job(args: list, detail: str) -> None:
 
 
 task_queue.register_give_up(task_queue.ANONYMIZE_FILE, _give_up_job)
+
+
+def _give_up_batch(args: list, detail: str) -> None:
+    for file_id in args[0] if args else []:
+        give_up_anonymization(file_id=file_id, detail=detail)
+
+
+task_queue.register_give_up(task_queue.ANONYMIZE_FILES, _give_up_batch)
 
 
 def _produce(dicom_file: DicomFile, key: str) -> None:

@@ -47,6 +47,7 @@ job_logger = logging.getLogger("dicom.jobs")
 
 # The jobs of the dicom app, by the path of their task in ``dicom.tasks``.
 ANONYMIZE_FILE = "dicom.tasks.anonymize_file_task"
+ANONYMIZE_FILES = "dicom.tasks.anonymize_files_task"
 ANONYMIZE_BULK_ITEMS = "dicom.tasks.anonymize_bulk_items_task"
 
 GiveUpHandler = Callable[[list, str], None]
