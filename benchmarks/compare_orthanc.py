@@ -646,7 +646,7 @@ METADATA, DOWNLOAD_SMALL, DOWNLOAD_LARGE = "metadata, small", "download small", 
 DEID_SYNC = {"scan": "de-identify sync", "no scan": "de-identify sync, no scan*"}
 DEID_BACKGROUND = {"scan": "de-identify async", "no scan": "de-identify async, no scan*"}
 # Ours with one request per study (POST /api/dicom/anonymize) and one worker job per batch of files.
-DEID_BACKGROUND_BATCH = "de-identify async, batch, no scan*"
+DEID_BACKGROUND_BATCH = "de-identify batch, no scan*"
 OPERATIONS = (
     *INGEST_SMALL.values(),
     *INGEST_LARGE.values(),
