@@ -83,7 +83,7 @@ _ACTIONS = {
     "download": AuditLog.Action.DOWNLOAD,
     "upload": AuditLog.Action.UPLOAD,
 }
-# DRF's APIView answers every response of these views with these two headers.
+# DRF's APIView adds these to every response of these views (Allow: the view's methods, below).
 _DRF_HEADERS = {"Vary": "Accept"}
 _ALLOW = {"upload": "POST, OPTIONS"}
 _ALLOW_READS = "GET, HEAD, OPTIONS"
