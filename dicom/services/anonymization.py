@@ -37,19 +37,10 @@ def request_anonymization(*, actor: Actor, source: DicomFile, options: DeidOptio
     """
     # Audited against the file whose data is read (the source), naming the file it becomes.
     with operation(actor=actor, action=AuditLog.Action.ANONYMIZE, file_id=source.id) as op:
-        if not source.is_ready:
-            raise FileNotReadyError(
-                f"file {source.id} is {source.status}: only a completed file can be anonymized"
-            )
+        _refuse_unless_ready(source)
         with transaction.atomic():
-            derived = DicomFile.objects.create(
-                owner=actor.user if actor.user is not None and actor.user.is_authenticated else None,
-                source=source,
-                status=DicomFile.Status.PROCESSING,
-                anonymized=True,
-                study_type=source.study_type,
-                deid_options=options.to_names(),
-            )
+            derived = _derived_row(actor, source, options)
+            derived.save(force_insert=True)
             task_queue.enqueue(task_queue.ANONYMIZE_FILE, str(derived.id))
             op.succeed(reason=f"queued as derived file {derived.id}")
     return derived
@@ -67,22 +58,8 @@ def request_anonymizations(
     """
     with operation(actor=actor, action=AuditLog.Action.ANONYMIZE) as op:
         for source in sources:
-            if not source.is_ready:
-                raise FileNotReadyError(
-                    f"file {source.id} is {source.status}: only a completed file can be anonymized"
-                )
-        owner = actor.user if actor.user is not None and actor.user.is_authenticated else None
-        derived = [
-            DicomFile(
-                owner=owner,
-                source=source,
-                status=DicomFile.Status.PROCESSING,
-                anonymized=True,
-                study_type=source.study_type,
-                deid_options=options.to_names(),
-            )
-            for source in sources
-        ]
+            _refuse_unless_ready(source)
+        derived = [_derived_row(actor, source, options) for source in sources]
         with transaction.atomic():
             DicomFile.objects.bulk_create(derived)
             size = settings.DICOM_ANONYMIZE_BATCH_JOB_SIZE
@@ -102,6 +79,25 @@ def request_anonymizations(
             )
             op.discard()  # the rows above, one per file, are this request's record
     return derived
+
+
+def _refuse_unless_ready(source: DicomFile) -> None:
+    if not source.is_ready:
+        raise FileNotReadyError(
+            f"file {source.id} is {source.status}: only a completed file can be anonymized"
+        )
+
+
+def _derived_row(actor: Actor, source: DicomFile, options: DeidOptions) -> DicomFile:
+    """The de-identified file's row, ``processing`` until its job stores the output (not saved)."""
+    return DicomFile(
+        owner=actor.user if actor.user is not None and actor.user.is_authenticated else None,
+        source=source,
+        status=DicomFile.Status.PROCESSING,
+        anonymized=True,
+        study_type=source.study_type,
+        deid_options=options.to_names(),
+    )
 
 
 def run_anonymizations(*, file_ids: list[str]) -> dict[str, int]:
