@@ -7,8 +7,8 @@ from django_tasks_db.models import DBTaskResult
 
 from audit.models import AuditLog
 from dicom.models import DicomFile
-from dicom.services import task_queue
-from dicom.services.anonymization import give_up_anonymization
+from dicom.services import storage, task_queue
+from dicom.services.anonymization import BatchIncompleteError, give_up_anonymization, run_anonymizations
 from dicom.tests.api.test_files import CT_SMALL, MR_SMALL, upload
 from dicom.tests.jobs import run_worker
 
@@ -131,3 +131,21 @@ def test_a_batch_job_given_up_marks_every_file_still_processing_failed(api):
 
     statuses = dict(DicomFile.objects.filter(pk__in=derived).values_list("pk", "failure_detail"))
     assert statuses == {uuid.UUID(derived[0]): "done already", uuid.UUID(derived[1]): "the job was abandoned"}
+
+
+def test_a_file_that_fails_unexpectedly_does_not_stop_the_batch_which_is_tried_again(api):
+    """A source's stored bytes gone from under it (not a refusal of the file): the others go on."""
+    sources = [upload(api), upload(api)]
+    answer = api.post(URL, {"file_ids": sources}, format="json").json()
+    derived = [item["anonymized_file_id"] for item in answer["files"]]
+    storage.local_path(DicomFile.objects.get(pk=sources[0]).storage_key).unlink()
+
+    with pytest.raises(BatchIncompleteError, match=r"^1 of 2 files of the batch failed unexpectedly$"):
+        run_anonymizations(file_ids=derived)
+
+    statuses = dict(DicomFile.objects.filter(pk__in=derived).values_list("pk", "status"))
+    assert statuses == {uuid.UUID(derived[0]): "processing", uuid.UUID(derived[1]): "completed"}
+    # Tried again (as the worker does after the retry delay): the completed file is left alone.
+    with pytest.raises(BatchIncompleteError, match=r"^1 of 2 "):
+        run_anonymizations(file_ids=derived)
+    assert AuditLog.objects.filter(action="job", success=True, file_id=derived[1]).count() == 1
