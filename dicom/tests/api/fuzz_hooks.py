@@ -3,7 +3,7 @@
 Random bytes are never DICOM and random UUIDs name no file, so on its own the fuzzer would only see
 refusals. These hooks mix in what a real client sends: the uploads sometimes carry a real DICOM file
 (``DICOM_FUZZ_UPLOAD``, a path) and a file id is sometimes one of the files that exist
-(``DICOM_FUZZ_FILE_IDS``, comma-separated). Everything else stays as schemathesis generates it.
+(``DICOM_FUZZ_FILE_IDS``, comma-separated), in a path or in the batch anonymize's ``file_ids``. Everything else stays as schemathesis generates it.
 No Django here: this runs in schemathesis's process, not the server's.
 """
 
@@ -43,6 +43,12 @@ def flatmap_path_parameters(context, path_parameters):
 def flatmap_body(context, body):
     payload = _upload_bytes()
     operation = context.operation
+    known = _file_ids()
+    if operation is not None and operation.path.endswith("/anonymize") and known and isinstance(body, dict):
+        # The batch request: sometimes it names a file that exists.
+        return st.one_of(
+            st.just(body), st.sampled_from(known).map(lambda file_id: {**body, "file_ids": [file_id]})
+        )
     if payload is None or operation is None or not operation.path.endswith("/upload"):
         return st.just(body)
     if isinstance(body, bytes):  # the raw application/dicom form
