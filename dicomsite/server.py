@@ -22,8 +22,9 @@ that trickles its request holds no thread; the bounds below drop it all the same
   request ends unless the service stored them. The whole body is bounded as any other.
 
 - **Plain reads and raw uploads** (a token-authenticated GET of a file's metadata, status or
-  download; a POST of a raw DICOM body to the upload) are answered by ``dicom.api.direct`` without the middleware chain and DRF's dispatch; every other request, and
-  any such read it does not take, goes through Django as usual.
+  download; a POST of a raw DICOM body to the upload) are answered by ``dicom.api.direct``
+  without the middleware chain and DRF's dispatch; every other request, and any such request it
+  does not take, goes through Django as usual.
 
 - **Threads**: a request is served in one hop to a pool of persistent threads, as a WSGI thread
   serves it (see ``BoundedASGIHandler``).
@@ -242,7 +243,7 @@ class BoundedASGIHandler(ASGIHandler):
         """
         set_script_prefix(get_script_prefix(scope))
         signals.request_started.send(sender=self.__class__, scope=scope)
-        # Plain token-authenticated reads skip the middleware chain and DRF (dicom.api.direct).
+        # Plain token-authenticated reads and raw uploads skip the middleware and DRF (dicom.api.direct).
         response = self._respond_directly(scope, body_file)
         if response is None:
             request, response = self.create_request(scope, body_file)

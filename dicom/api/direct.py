@@ -17,8 +17,8 @@ the usual way:
 What it does is what the usual way does, by the same code: the token through the API's own
 authentication class (and its cache), the read through :mod:`dicom.api.reads` (the access rule,
 the patient data rule), the upload's fields through the API's serializer and the file through
-:mod:`dicom.api.upload` (validation, ingest), one audit row through ``audit.services.operation``, errors through
-``dicom.api.errors.answer``, the request id and its log lines (``audit.context``,
+:mod:`dicom.api.upload` (validation, ingest), one audit row through ``audit.services.operation``,
+errors through ``dicom.api.errors.answer``, the request id and its log lines (``audit.context``,
 ``dicomsite.logs``), and the response headers from the middleware that sets them (security,
 frame options, length). ``MIDDLEWARE_WRITTEN_FOR`` is the chain this was checked against: a test
 fails when the settings' chain differs, so a new middleware is not skipped unnoticed.
@@ -31,13 +31,11 @@ import re
 import time
 
 from django.conf import settings
-from django.core.exceptions import DisallowedHost
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponse
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.common import CommonMiddleware
 from django.middleware.security import SecurityMiddleware
-from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.renderers import JSONRenderer
 
 from audit.context import log_failed_response, request_id_scope
@@ -83,8 +81,8 @@ _ACTIONS = {
     "download": AuditLog.Action.DOWNLOAD,
     "upload": AuditLog.Action.UPLOAD,
 }
-# DRF's APIView adds these to every response of these views (Allow: the view's methods, below).
-_DRF_HEADERS = {"Vary": "Accept"}
+_READS = {"metadata": reads.metadata, "status": reads.status}
+# DRF's APIView adds Vary: Accept and Allow (the view's methods) to every response of these views.
 _ALLOW = {"upload": "POST, OPTIONS"}
 _ALLOW_READS = "GET, HEAD, OPTIONS"
 _VIEW_NAME = "DicomViewSet"
@@ -133,9 +131,9 @@ def respond(scope: dict, body_file) -> HttpResponse | None:
     try:
         request.get_host()
         user, _token = _authentication.authenticate_credentials(key.decode("ascii"))
-    except (DisallowedHost, AuthenticationFailed, UnicodeDecodeError):
-        return None
-    except Exception:  # the database away: the usual way answers it (503, Retry-After) and audits it
+    except Exception:
+        # A disallowed Host, a bad key or the database away: the usual way answers each as it
+        # always has (400, 401 audited, 503 with Retry-After).
         return None
     started = time.monotonic()
     request.user = user  # for the log line, as DRF sets it on the Django request
@@ -158,15 +156,13 @@ def _serve(request: ASGIRequest, *, kind: str, file_id: str | None, body_file) -
             elif kind == "download":
                 response = reads.download(user=request.user, file_id=file_id)
             else:
-                body = reads.metadata if kind == "metadata" else reads.status
-                response = _json(body(user=request.user, file_id=file_id), 200)
+                response = _json(_READS[kind](user=request.user, file_id=file_id), 200)
     except Exception as error:  # audited by the operation; answered as the API answers it
         code, detail, headers = answer(error, where=_VIEW_NAME)
         response = _json({"detail": detail}, code)
         for name, value in headers.items():
             response[name] = value
-    for name, value in _DRF_HEADERS.items():
-        response[name] = value
+    response["Vary"] = "Accept"
     response["Allow"] = _ALLOW.get(kind, _ALLOW_READS)
     return response
 

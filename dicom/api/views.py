@@ -85,6 +85,16 @@ def _media_type(request: Request) -> str:
     return (request.content_type or "").split(";", 1)[0].strip().lower()
 
 
+def _refuse_unless_may_queue(user, source: DicomFile, *, named: bool = False) -> None:
+    """Another user's file needs the operator permission; ``named``: the refusal says which file."""
+    if not access.may_queue_deidentification(user, source):
+        which = f" ({source.id})" if named else ""
+        raise AccessRefusedError(
+            f"queueing the de-identification of another user's file{which} needs the operator permission "
+            "(dicom.operate)"
+        )
+
+
 class DicomViewSet(AuditedEntryPoint, viewsets.ViewSet):
     """Upload, metadata, anonymize, download and status of DICOM files; every call is audited."""
 
@@ -138,11 +148,7 @@ class DicomViewSet(AuditedEntryPoint, viewsets.ViewSet):
     @audited(AuditLog.Action.ANONYMIZE)
     def anonymize(self, request: Request, file_id: str) -> Response:
         source = self._get_file(file_id)
-        if not access.may_queue_deidentification(request.user, source):
-            raise AccessRefusedError(
-                "queueing the de-identification of another user's file needs the operator permission "
-                "(dicom.operate)"
-            )
+        _refuse_unless_may_queue(request.user, source)
         serializer = DeidOptionsSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         derived = request_anonymization(
@@ -164,11 +170,7 @@ class DicomViewSet(AuditedEntryPoint, viewsets.ViewSet):
         serializer.is_valid(raise_exception=True)
         sources = get_visible_files(user=request.user, file_ids=serializer.validated_data["file_ids"])
         for source in sources:
-            if not access.may_queue_deidentification(request.user, source):
-                raise AccessRefusedError(
-                    f"queueing the de-identification of another user's file ({source.id}) needs the "
-                    "operator permission (dicom.operate)"
-                )
+            _refuse_unless_may_queue(request.user, source, named=True)
         derived = request_anonymizations(
             actor=self.actor(), sources=sources, options=serializer.validated_data["options"]
         )

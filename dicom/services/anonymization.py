@@ -18,6 +18,7 @@ from audit.models import AuditLog
 from audit.services import Actor, entry, operation, record_event, record_many
 from dicom.models import DicomFile
 from dicom.services import events, storage, task_queue
+from dicom.services.bulk import batched
 from dicom.services.deid import DeidOptions, deidentify_file
 from dicom.services.errors import DicomServiceError, FileNotReadyError
 from dicom.services.ingest import apply_header, validate_staged
@@ -62,9 +63,7 @@ def request_anonymizations(
         derived = [_derived_row(actor, source, options) for source in sources]
         with transaction.atomic():
             DicomFile.objects.bulk_create(derived)
-            size = settings.DICOM_ANONYMIZE_BATCH_JOB_SIZE
-            for start in range(0, len(derived), size):
-                batch = [str(row.id) for row in derived[start : start + size]]
+            for batch in batched((str(row.id) for row in derived), settings.DICOM_ANONYMIZE_BATCH_JOB_SIZE):
                 task_queue.enqueue(task_queue.ANONYMIZE_FILES, batch)
             record_many(
                 entry(
